@@ -1,0 +1,150 @@
+// Package journal is mreplfs's durable, crash-safe log of mutations: one
+// journal per `mreplfs mount` process, covering all its trees, so that the
+// records of one account stay in one order. The fs layer appends (Append) and
+// waits for durability on fsync (Sync, group commit); the peer and backup
+// tail it (NewReader, NextBatch) and acknowledge (SetAcked); whole segments
+// are removed once every consumer has acked past them.
+//
+// # Directory layout
+//
+//	<dir>/%016x.seg        segments, named by their first LSN (lexical = log order)
+//	<dir>/%016x.seg.broken evidence kept by a repair (never read again)
+//	<dir>/blobs/<hex>      message bodies by SHA-256 (hard links; PutBlob)
+//	<dir>/consumers        named consumers and their acked LSNs
+//	<dir>/active           activity log: accounts with possibly unsynced records
+//	<dir>/unclean          accounts to verify after an unclean stop
+//	<dir>/clean            present only while the journal is closed cleanly
+//	<dir>/LOCK             flock: one process at a time
+//
+// # Segment format (version 1)
+//
+// All integers are little-endian. CRC is CRC-32C (Castagnoli). A segment is
+// a 32-byte header followed by frames, back to back:
+//
+//	segment header:
+//	  0  [8]byte  magic "MRFSJRNL"
+//	  8  u32      format version (1)
+//	 12  u32      reserved, 0
+//	 16  u64      first LSN (equals the file name)
+//	 24  u32      reserved, 0
+//	 28  u32      CRC of bytes 0..28
+//
+//	frame (24-byte header + body):
+//	  0  u32      body length n (≤ MaxRecordSize)
+//	  4  u8       type: 1 = raw payload, 2 = zstd-compressed payload
+//	  5  [3]byte  reserved, 0
+//	  8  u64      LSN (the previous frame's + 1; the first frame's is the
+//	              segment's first LSN)
+//	 16  u32      CRC of the body as stored (compressed bytes for type 2)
+//	 20  u32      CRC of header bytes 0..20
+//	 24  [n]byte  body
+//
+// The header CRC is checked first, so a damaged length is never trusted; the
+// length is then checked against the bytes left in the file before anything
+// is allocated; the body CRC is checked before decompression; zstd decodes
+// with WithDecoderMaxMemory(MaxRecordSize). Compression is used only when it
+// makes the body smaller, and never for payloads under 128 bytes.
+//
+// We chose a header CRC over etcd's chained CRC and 8-byte alignment: the
+// length word is protected by the header CRC (so a flipped length is
+// corruption, not a torn tail), and the LSN in every header plus the
+// consecutive-LSN rule catch misplaced frames, which is what chaining guards
+// against.
+//
+// # Record payload (version 1)
+//
+//	u8       op (Op values; 0 and values above the highest known are corrupt)
+//	uvarint  field mask: bit i set = field i present (zero fields are omitted)
+//	fields present, in bit order:
+//	  0 Account  string    5 Offset  varint    10 MTime    varint   15 PrevHash [32]byte
+//	  1 Epoch    uvarint   6 Size    varint    11 ATime    varint   16 Data     bytes
+//	  2 Tree     string    7 Mode    uvarint   12 Flags    uvarint
+//	  3 Path     string    8 UID     uvarint   13 Hash     [32]byte
+//	  4 NewPath  string    9 GID     uvarint   14 PrevSize varint
+//
+// string and bytes are a uvarint length then the bytes; varint is zig-zag
+// (encoding/binary). No bytes may follow the last field. The LSN is not in the
+// payload (the frame carries it), so a payload is encoded, and compressed,
+// before the record gets its LSN.
+//
+// # Evolution rule
+//
+// The version in the segment header governs every frame of that segment. A
+// reader reads every version from 1 to Version and refuses newer segments
+// (ErrUnsupported); a writer always writes Version into new segments and never
+// changes the version of an existing one. A change of the bytes (a new frame
+// type, a new field bit, a new Op, new meaning of a field) needs a new
+// version; within a version, unknown ops, field bits, frame types and non-zero
+// reserved bytes are corruption. Op numbers and field bits are only ever
+// appended. Every version has frozen sample segments in testdata/v<N>/,
+// committed once and never regenerated, that every later build must still
+// read (TestGolden).
+//
+// # Damage: torn writes versus corruption
+//
+// Only the last segment can have a torn tail (a segment is fdatasynced before
+// the next one is created, durably: temp file, fsync, rename, fsync dir). A
+// frame is torn when the file ends inside it, when its header is all zeros, or
+// when a checksum fails over a span holding an all-zero 512-byte sector. Open
+// repairs a torn tail: it copies the segment to <name>.broken and truncates it
+// at the last whole frame. Any other damage (a checksum mismatch, an impossible
+// field, a non-consecutive LSN, damage in a segment before the last) is a
+// *CorruptError wrapping ErrCorrupt naming the segment and offset; Open refuses
+// it and Repair (an explicit, logged admin action) cuts the log there, keeping
+// the evidence.
+//
+// # Durability and group commit
+//
+// Append encodes the record into a buffer and returns its LSN without I/O.
+// One committer goroutine writes the buffer and fdatasyncs: when a Sync caller
+// waits, and at least every Options.SyncEvery (default 1 s), so records nobody
+// waits for are durable within one cycle. Callers that wait concurrently share
+// one fdatasync. Durable() is the highest LSN known durable; readers never see
+// a record beyond it (a record is shipped only once durable, so an LSN is never
+// reused for other data after a crash).
+//
+// # Message bodies (blobs)
+//
+// PutBlob hard-links a message file into blobs/<hex of SHA-256> (copies when a
+// link is impossible), fsyncs its data, and the next commit fsyncs the blobs
+// directory before any later record becomes durable. An OpMessage or OpReplace
+// record with a non-zero Hash, Size > 0 and empty Data refers to such a blob. A
+// blob is removed when no retained record refers to it any more.
+//
+// # Consumers and retention
+//
+// Consumers (peers, backup) are registered by name; their acked LSNs are kept
+// in <dir>/consumers (replaced atomically). A segment is removed only when
+// every registered consumer has acked its last record; the active segment is
+// never removed. With no consumer registered nothing is removed (the size
+// limits below then apply).
+//
+// # Bounded size
+//
+// Options.SoftLimit: crossing it raises an alarm (logged, Alarm()).
+// Options.HardLimit: at or above it the journal stops storing record detail:
+// each account changed from then on gets a single OpDirty record (deduplicated
+// per overflow episode) and Append returns that record's LSN, so Append never
+// fails or blocks the mail server because of size. Control records (epoch,
+// barrier, checkpoint) are always kept. The episode ends when retention brings
+// the size back under the soft limit (or 3/4 of the hard limit without one).
+// A consumer that reads OpDirty{Account} must resync that account by hash
+// compare (it has lost detail of unknown extent); DirtyAccounts lists the
+// accounts with an OpDirty record not yet acked by every consumer.
+//
+// # Unclean stops and the activity log
+//
+// A crash loses the records appended after the last fdatasync, but the
+// backing store may already hold those changes. So, like DRBD's activity log,
+// the journal keeps <dir>/active: the accounts that may have records in the
+// unsynced tail. An account enters the durable activity log before, or in the
+// same commit as, the first of its records after a quiet period:
+// Activate(ctx, account) waits for that (the fs layer calls it before the
+// first mutation of an account; it costs nothing while the account is
+// active), and Append adds the account for the next commit in any case. An
+// account leaves the activity log once it has been quiet, with all its
+// records durable, for Options.ActiveWindow. Close writes <dir>/clean; Open
+// removes it. Opening without it finds the stop unclean: the accounts of the
+// activity log are added to <dir>/unclean, listed by UncleanAccounts until
+// ClearUnclean after verification.
+package journal

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"os"
 	"path"
 	"syscall"
 
@@ -375,9 +376,15 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn fusefs.FileHandle, offIn 
 	if int64(cnt) > f.opts.InlineLimit {
 		return cnt, f.emit(ctx, tg, dirtyRecord(tg.rel), fout.node)
 	}
+	// The destination may be write-only: read the range back by path.
 	data := make([]byte, cnt)
-	got, err := syscall.Pread(fout.fd(), data, int64(offOut))
+	rf, err := os.Open(fout.node.tree.backing(tg.rel))
 	if err != nil {
+		return 0, errnoOf(ctx, err)
+	}
+	got, err := rf.ReadAt(data, int64(offOut))
+	rf.Close()
+	if err != nil && got != len(data) {
 		return 0, errnoOf(ctx, err)
 	}
 	r := newRecord(journal.OpWrite, tg.rel)

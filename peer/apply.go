@@ -1,0 +1,330 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"mreplfs/journal"
+)
+
+// DirApplier is the receiver's applier: it applies journal records to the
+// replica's backing trees (DESIGN.md §5, STYLE.md hop 10).
+//
+//   - Confinement: every path is resolved beneath its tree (confine.go), and
+//     CheckPath (the classifier) must agree that it belongs to the record's
+//     account: shared files are never touched.
+//   - Idempotence: records at or below an account's persisted Applied are
+//     skipped. A batch's last LSN is persisted as Inflight before it is
+//     applied; after a crash the records up to Inflight are applied in replay
+//     mode, where "already done" is accepted in place of the pre-state check.
+//   - Never apply to a diverged replica (invariant 5): a record whose expected
+//     pre-state (PrevSize, PrevHash, a message file that must not exist yet,
+//     a rename source that must exist) does not match quarantines the
+//     account: no more applies for it, state persisted, alert logged. Other
+//     accounts go on.
+//   - Durability: a batch's files and directories are fsynced before the new
+//     positions are persisted in one transaction; only then is it acked.
+//   - By reference: message bodies are found by SHA-256 in the content index
+//     (re-verified before use) and hard-linked, or fetched from the sender.
+type DirApplier struct {
+	trees map[string]*treeRoot
+	st    *stateStore
+	log   *slog.Logger
+	check func(account, tree, rel string) error
+
+	mu sync.Mutex // one batch at a time
+}
+
+// ApplierOptions configure a DirApplier.
+type ApplierOptions struct {
+	Trees    map[string]string // tree name → the replica's backing directory
+	StateDir string            // where state.db lives
+	Logger   *slog.Logger
+	// CheckPath returns nil when tree/rel belongs to account on this server
+	// (or is a new, unowned mailbox directory that will be the account's).
+	// Nil: no ownership check (confinement still applies).
+	CheckPath func(account, tree, rel string) error
+}
+
+// BlobFetcher returns the content for hash from the sender (a Need/Blob
+// round trip). The applier verifies the hash of what it gets.
+type BlobFetcher func(ctx context.Context, hash [32]byte) ([]byte, error)
+
+var (
+	// ErrDiverged is wrapped when the replica's state is not what the record
+	// expects: the account is quarantined.
+	ErrDiverged = errors.New("peer: replica diverged from master")
+	// ErrQuarantined: the account is quarantined; its records are not applied.
+	ErrQuarantined = errors.New("peer: account is quarantined")
+	// ErrNotOwned: the path is not the record's account's (a shared file, or
+	// another account's).
+	ErrNotOwned = errors.New("peer: path does not belong to the account")
+	// ErrStaleEpoch: the record comes from an older epoch than the account's.
+	ErrStaleEpoch = errors.New("peer: record from a stale epoch")
+)
+
+// OpenDirApplier opens the trees and the state in o.StateDir.
+func OpenDirApplier(o ApplierOptions) (*DirApplier, error) {
+	if len(o.Trees) == 0 {
+		return nil, errors.New("peer: applier needs at least one tree")
+	}
+	a := &DirApplier{trees: map[string]*treeRoot{}, log: o.Logger, check: o.CheckPath}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	for name, dir := range o.Trees {
+		t, err := openTree(name, dir)
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.trees[name] = t
+	}
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	st, err := openState(o.StateDir)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.st = st
+	return a, nil
+}
+
+// Close releases the trees and the state file.
+func (a *DirApplier) Close() error {
+	for _, t := range a.trees {
+		t.close()
+	}
+	if a.st != nil {
+		return a.st.close()
+	}
+	return nil
+}
+
+// Position returns an account's persisted position and state.
+func (a *DirApplier) Position(account string) (AccountPos, error) { return a.st.get(account) }
+
+// Positions returns every account's persisted position.
+func (a *DirApplier) Positions() (map[string]AccountPos, error) { return a.st.all() }
+
+// SetState changes an account's state by hand (e.g. an admin releases a
+// quarantine after resolving it, or a full resync completes).
+func (a *DirApplier) SetState(account string, s AccountState, reason string) error {
+	return a.st.update(func(get func(string) AccountPos, put func(string, AccountPos)) {
+		p := get(account)
+		p.State, p.Reason, p.Since = s, reason, time.Now()
+		put(account, p)
+	})
+}
+
+// BatchResult says what a batch did per account.
+type BatchResult struct {
+	// Positions holds the persisted position of every account the batch named.
+	Positions map[string]AccountPos
+	// Errors holds, per account that stopped short of its last record in the
+	// batch, why: ErrQuarantined/ErrDiverged (quarantined), or a transient
+	// error (I/O, missing body) after which the sender resends from Applied+1.
+	Errors map[string]error
+}
+
+// batch is the work state of one ApplyBatch call.
+type batch struct {
+	a      *DirApplier
+	ctx    context.Context
+	fetch  BlobFetcher
+	files  map[[2]string]bool
+	dirs   map[[2]string]bool
+	hashes map[[32]byte]hashRef
+}
+
+// ApplyBatch applies recs (in journal order) and makes them durable. Records
+// of one account apply in order; an account that fails stops there while
+// the others go on. It returns an error only when nothing could be persisted.
+func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetch BlobFetcher) (BatchResult, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	res := BatchResult{Positions: map[string]AccountPos{}, Errors: map[string]error{}}
+
+	// 1. Remember what was in flight before (a crash), and mark this batch.
+	last := map[string]journal.LSN{}
+	for i := range recs {
+		if recs[i].Account != "" && recs[i].LSN > last[recs[i].Account] {
+			last[recs[i].Account] = recs[i].LSN
+		}
+	}
+	before := map[string]AccountPos{}
+	err := a.st.update(func(get func(string) AccountPos, put func(string, AccountPos)) {
+		for acct, l := range last {
+			p := get(acct)
+			before[acct] = p
+			if p.State == StateOK && l > p.Applied && l > p.Inflight {
+				p.Inflight = l
+				put(acct, p)
+			}
+		}
+	})
+	if err != nil {
+		return res, fmt.Errorf("persist batch start: %w", err)
+	}
+
+	// 2. Apply, then make it all durable with one round of fsyncs.
+	b := &batch{a: a, ctx: ctx, fetch: fetch}
+	b.init()
+	applied := map[string]journal.LSN{}
+	epochs := map[string]uint64{}
+	newState := map[string]AccountState{}
+	stopped := map[string]bool{}
+	for i := range recs {
+		r := &recs[i]
+		if r.Account == "" {
+			continue // control records without an account carry nothing to apply
+		}
+		p := before[r.Account]
+		if stopped[r.Account] || r.LSN <= p.Applied {
+			continue
+		}
+		if p.State == StateQuarantine {
+			res.Errors[r.Account] = fmt.Errorf("%w: %s", ErrQuarantined, p.Reason)
+			stopped[r.Account] = true
+			continue
+		}
+		if p.State == StateResync {
+			res.Errors[r.Account] = fmt.Errorf("peer: account %s needs a full resync: %s", r.Account, p.Reason)
+			stopped[r.Account] = true
+			continue
+		}
+		ep := p.Epoch
+		if e, ok := epochs[r.Account]; ok {
+			ep = e
+		}
+		if r.Epoch < ep {
+			res.Errors[r.Account] = fmt.Errorf("%w: record %d has epoch %d, account is at %d", ErrStaleEpoch, r.LSN, r.Epoch, ep)
+			stopped[r.Account] = true
+			continue
+		}
+		err := b.apply(r, r.LSN <= p.Inflight, bState(newState, r.Account))
+		if err != nil {
+			stopped[r.Account] = true
+			res.Errors[r.Account] = fmt.Errorf("record %d (%s %s/%s): %w", r.LSN, opName(r.Op), r.Tree, r.Path, err)
+			if errors.Is(err, ErrDiverged) || errors.Is(err, ErrEscape) || errors.Is(err, ErrNotOwned) {
+				newState[r.Account] = StateQuarantine
+				a.log.Error("replica diverged or hostile record: account quarantined", "account", r.Account, "lsn", r.LSN, "op", opName(r.Op), "path", r.Tree+"/"+r.Path, "err", err)
+			} else {
+				a.log.Warn("apply failed; will retry", "account", r.Account, "lsn", r.LSN, "err", err)
+			}
+			continue
+		}
+		applied[r.Account] = r.LSN
+		epochs[r.Account] = max(ep, r.Epoch)
+	}
+	if err := b.flush(); err != nil {
+		// Nothing is persisted: the batch stays in flight and is replayed.
+		return res, fmt.Errorf("make batch durable: %w", err)
+	}
+	if err := a.st.putHashes(b.hashes); err != nil {
+		a.log.Warn("content index update failed", "err", err)
+	}
+
+	// 3. Persist positions (the files are already fsynced by flush).
+	err = a.st.update(func(get func(string) AccountPos, put func(string, AccountPos)) {
+		accts := make([]string, 0, len(last))
+		for acct := range last {
+			accts = append(accts, acct)
+		}
+		sort.Strings(accts)
+		for _, acct := range accts {
+			p := get(acct)
+			if l, ok := applied[acct]; ok && l > p.Applied {
+				p.Applied = l
+				p.Epoch = epochs[acct]
+			}
+			if p.Inflight <= p.Applied || stopped[acct] {
+				p.Inflight = 0
+			}
+			if s, ok := newState[acct]; ok && s != p.State {
+				p.State, p.Since = s, time.Now()
+				if e := res.Errors[acct]; e != nil {
+					p.Reason = e.Error()
+				}
+			}
+			put(acct, p)
+			res.Positions[acct] = p
+		}
+	})
+	if err != nil {
+		return res, fmt.Errorf("persist positions: %w", err)
+	}
+	return res, nil
+}
+
+// bState lets an applied record change its account's state (OpDirty).
+func bState(m map[string]AccountState, acct string) func(AccountState) {
+	return func(s AccountState) { m[acct] = s }
+}
+
+func (b *batch) init() {
+	b.files = map[[2]string]bool{}
+	b.dirs = map[[2]string]bool{}
+	b.hashes = map[[32]byte]hashRef{}
+}
+
+// flush fsyncs the files and directories the record touched.
+func (b *batch) flush() error {
+	for k := range b.files {
+		t := b.a.trees[k[0]]
+		f, err := t.open(k[1], unix.O_RDONLY, 0)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // gone again (a later unlink in this record's op)
+			}
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("fsync %s/%s: %w", k[0], k[1], err)
+		}
+	}
+	for k := range b.dirs {
+		t := b.a.trees[k[0]]
+		d, _, err := t.parent(k[1], false)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return err
+		}
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("fsync dir of %s/%s: %w", k[0], k[1], err)
+		}
+	}
+	return nil
+}
+
+func opName(op journal.Op) string {
+	names := map[journal.Op]string{
+		journal.OpMessage: "message", journal.OpWrite: "write", journal.OpTruncate: "truncate",
+		journal.OpReplace: "replace", journal.OpMkdir: "mkdir", journal.OpRmdir: "rmdir",
+		journal.OpUnlink: "unlink", journal.OpRename: "rename", journal.OpLink: "link",
+		journal.OpSymlink: "symlink", journal.OpSetattr: "setattr", journal.OpCreate: "create",
+		journal.OpEpoch: "epoch", journal.OpBarrier: "barrier", journal.OpCheckpoint: "checkpoint",
+		journal.OpDirty: "dirty",
+	}
+	if n, ok := names[op]; ok {
+		return n
+	}
+	return fmt.Sprintf("op(%d)", op)
+}

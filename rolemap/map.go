@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"mreplfs/rolemap/cdb"
 )
@@ -96,7 +97,8 @@ func (m *Map) check() error {
 			headers++
 			continue
 		}
-		if err := ValidateAccount(string(rec.Key)); err != nil {
+		// The name is only read during the call: no copy needed.
+		if err := ValidateAccount(unsafe.String(unsafe.SliceData(rec.Key), len(rec.Key))); err != nil {
 			return fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
 		if _, err := decodeValue(rec.Value, m.partners); err != nil {

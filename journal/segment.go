@@ -76,9 +76,12 @@ func openSegScan(dir, name string) (*segScan, error) {
 	h := make([]byte, segHeaderSize)
 	if _, err := io.ReadFull(s.br, h); err != nil {
 		f.Close()
-		return nil, &CorruptError{Segment: name, Err: fmt.Errorf("%w: short segment header", ErrCorrupt)}
+		return nil, &CorruptError{Segment: name, Err: fmt.Errorf("short segment header: %w", errTorn)}
 	}
 	_, first, err := parseSegHeader(h)
+	if err != nil && allZero(h) {
+		err = fmt.Errorf("zeroed segment header: %w", errTorn)
+	}
 	if err != nil {
 		f.Close()
 		return nil, &CorruptError{Segment: name, Err: err}

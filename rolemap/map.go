@@ -65,10 +65,19 @@ func Open(path string) (*Map, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	m := &Map{r: r, id: fileIDOf(fi)}
-	if err := m.check(); err != nil {
+	m, err := newMap(r, fileIDOf(fi))
+	if err != nil {
 		r.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// newMap checks r and makes it a Map.
+func newMap(r *cdb.Reader, id fileID) (*Map, error) {
+	m := &Map{r: r, id: id}
+	if err := m.check(); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

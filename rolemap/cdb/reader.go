@@ -18,6 +18,8 @@ const MaxSize = 1<<32 - 1
 // ErrCorrupt is wrapped by every error about a malformed or truncated file.
 var ErrCorrupt = errors.New("cdb: corrupt file")
 
+var errClosed = errors.New("cdb: reader is closed")
+
 // Record is one key/value pair of a file.
 type Record struct {
 	Key, Value []byte
@@ -117,6 +119,10 @@ func (r *Reader) FindAll(key []byte) iter.Seq2[[]byte, error] {
 // malformed record it yields the error and stops.
 func (r *Reader) Records() iter.Seq2[Record, error] {
 	return func(yield func(Record, error) bool) {
+		if r.closed {
+			yield(Record{}, errClosed)
+			return
+		}
 		pos := uint64(HeaderSize)
 		for pos < uint64(r.end) {
 			k, v, next, err := r.record(pos, uint64(r.end))
@@ -177,7 +183,7 @@ func (f *finder) init(r *Reader, key string) {
 
 func (f *finder) next() ([]byte, bool, error) {
 	if f.r.closed {
-		return nil, false, errors.New("cdb: reader is closed")
+		return nil, false, errClosed
 	}
 	d := f.r.data
 	for f.left > 0 {

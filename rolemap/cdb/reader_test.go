@@ -88,6 +88,16 @@ func TestRoundTrip(t *testing.T) {
 			if _, _, err := fr.GetString("x"); err == nil {
 				t.Fatal("Get after Close: got nil error")
 			}
+			for _, err := range fr.FindAll([]byte("x")) {
+				if err == nil {
+					t.Fatal("FindAll after Close: got nil error")
+				}
+			}
+			for _, err := range fr.Records() {
+				if err == nil {
+					t.Fatal("Records after Close: got nil error")
+				}
+			}
 		})
 	}
 }

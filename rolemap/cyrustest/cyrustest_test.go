@@ -119,3 +119,28 @@ func TestLMTPRefusals(t *testing.T) {
 		t.Errorf("SELECT missing: %v, want an IMAPError NO", err)
 	}
 }
+
+// TestStartOnPlainTempDir: a bare t.TempDir (mode 0700) works, Stop is
+// idempotent and leaves no Cyrus process.
+func TestStartOnPlainTempDir(t *testing.T) {
+	in := Start(t, t.TempDir(), Options{Layout: Legacy, Hash: true})
+	pid := in.MasterPID()
+	kids := children(pid)
+	c := in.IMAP(t, Admin) // forks an imapd
+	c.Logout()
+	kids = append(kids, children(pid)...)
+	if err := in.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Stop(); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	for _, p := range append(kids, pid) {
+		if alive(p) {
+			t.Errorf("pid %d alive after Stop", p)
+		}
+	}
+	if in.MasterPID() != 0 {
+		t.Error("MasterPID after Stop")
+	}
+}

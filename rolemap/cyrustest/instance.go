@@ -116,9 +116,10 @@ func TempDir(t testing.TB) string {
 	return d
 }
 
-// Start starts Cyrus on dir (created if missing) and registers its Stop in
-// t.Cleanup. It fails the test if Cyrus does not come up; RequireCyrus is
-// called first.
+// Start starts Cyrus on dir and registers its Stop in t.Cleanup. dir is
+// created if missing; it and its ancestors inside the temporary directory
+// get o+x so the Cyrus user can enter (t.TempDir is fine). It fails the
+// test if Cyrus does not come up; RequireCyrus is called first.
 func Start(t testing.TB, dir string, o Options) *Instance {
 	t.Helper()
 	RequireCyrus(t)
@@ -210,6 +211,10 @@ func start(dir string, o Options) (*Instance, error) {
 		}
 	}
 	if os.Geteuid() == 0 {
+		// t.TempDir makes 0700 directories: let the Cyrus user through.
+		if err := makeTraversable(dir); err != nil {
+			return in, err
+		}
 		trees := []string{"conf", "spool", "sieve"}
 		if o.Meta {
 			trees = append(trees, "meta")

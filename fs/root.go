@@ -104,8 +104,10 @@ type Tree struct {
 	fs     *FS
 	root   *Node
 	server *fuse.Server
-	once   sync.Once
-	err    error
+	done   chan struct{} // closed when the serve loop has ended
+
+	mu        sync.Mutex
+	unmounted bool
 }
 
 // ErrBusyMount is returned by Mount when the mount point is already a
@@ -163,6 +165,8 @@ func (f *FS) Mount(name, backing, mountpoint string) (*Tree, error) {
 		return nil, fmt.Errorf("fs: mount %s on %s: %w", name, mountpoint, err)
 	}
 	t.server = server
+	t.done = make(chan struct{})
+	go func() { server.Wait(); close(t.done) }()
 	f.treesMu.Lock()
 	f.trees[name] = t
 	f.treesMu.Unlock()
@@ -191,30 +195,34 @@ func mountOptions(o Options, name string) fuse.MountOptions {
 	return mo
 }
 
-// Unmount unmounts the tree, retrying while the kernel still holds it busy
-// for a short while, and waits for its serve loop to end.
+// Unmount unmounts the tree (go-fuse retries briefly while the kernel
+// still holds it busy) and waits for its serve loop to end. It may be
+// called again after an error.
 func (t *Tree) Unmount() error {
-	t.once.Do(func() {
-		if t.server == nil {
-			return
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.unmounted || t.server == nil {
+		return nil
+	}
+	select {
+	case <-t.done: // unmounted from outside (umount, umount -l)
+	default:
+		if err := t.server.Unmount(); err != nil {
+			return fmt.Errorf("fs: unmount %s: %w", t.Mountpoint, err)
 		}
-		err := t.server.Unmount()
-		if err != nil {
-			t.err = fmt.Errorf("fs: unmount %s: %w", t.Mountpoint, err)
-			return
-		}
-		t.server.Wait()
-		t.fs.treesMu.Lock()
-		delete(t.fs.trees, t.Name)
-		t.fs.treesMu.Unlock()
-		t.fs.log.Info("unmounted", "tree", t.Name, "mountpoint", t.Mountpoint)
-	})
-	return t.err
+		<-t.done
+	}
+	t.unmounted = true
+	t.fs.treesMu.Lock()
+	delete(t.fs.trees, t.Name)
+	t.fs.treesMu.Unlock()
+	t.fs.log.Info("unmounted", "tree", t.Name, "mountpoint", t.Mountpoint)
+	return nil
 }
 
 // Wait blocks until the tree's serve loop ends (after an unmount from
 // outside, e.g. umount -l).
-func (t *Tree) Wait() { t.server.Wait() }
+func (t *Tree) Wait() { <-t.done }
 
 // Trees returns the mounted trees.
 func (f *FS) Trees() []*Tree {
@@ -248,6 +256,11 @@ func (f *FS) Unmount() error {
 // checkMountpoint refuses a mount point that is itself a mount (a live
 // mount, or a stale FUSE mount whose daemon died: stat gives ENOTCONN).
 func checkMountpoint(dir string) error {
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &sfs); err != nil && (errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)) {
+		// statfs is never answered from the kernel's caches.
+		return fmt.Errorf("%w: %s: %v (a stale FUSE mount; fix: umount -l %s)", ErrBusyMount, dir, err, dir)
+	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
 		if errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {

@@ -275,7 +275,9 @@ func runMount(ctx context.Context, e *env, args []string) error {
 // allRoles is the roles_all role source (testing only).
 type allRoles struct{ role rolemap.Role }
 
-func (a allRoles) Lookup(string) (rolemap.Entry, bool) { return rolemap.Entry{Role: a.role, Epoch: 1}, true }
+func (a allRoles) Lookup(string) (rolemap.Entry, bool) {
+	return rolemap.Entry{Role: a.role, Epoch: 1}, true
+}
 
 // serveMount mounts every tree of cfg, calls ready, and serves until ctx
 // ends or a tree is unmounted from outside; then it unmounts everything and

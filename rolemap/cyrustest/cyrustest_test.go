@@ -2,6 +2,7 @@ package cyrustest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -66,6 +67,37 @@ func TestScenarioUUID(t *testing.T) {
 	}
 	if _, err := al.Cmd("SELECT INBOX/Trash"); err == nil {
 		t.Error("deleted folder INBOX/Trash still selectable")
+	}
+	// Cyrus's own view of the mailboxes (ctl_mboxlist -d, JSON keyed by
+	// internal name): the user rename and delete happened.
+	out, err := in2.Tool(context.Background(), "ctl_mboxlist", "-d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mboxes map[string]struct {
+		Type string `json:"mbtype"`
+	}
+	if err := json.Unmarshal(out, &mboxes); err != nil {
+		t.Fatalf("ctl_mboxlist -d: %v\n%s", err, out)
+	}
+	deletedDave := false
+	for name, m := range mboxes {
+		if strings.HasPrefix(name, "DELETED.user.dave.") && m.Type == "e" {
+			deletedDave = true
+		}
+	}
+	// "ed": a tombstone left by RENAME/DELETE
+	for name, want := range map[string]string{"user.alice.Archive2": "e", "user.bob": "e", "user.alice.Sent": "e",
+		"user.alice.Archive": "ed", "user.alice.Trash": "ed", "user.carol": "ed", "user.dave": "ed"} {
+		if got := mboxes[name].Type; got != want {
+			t.Errorf("ctl_mboxlist: %s has type %q, want %q", name, got, want)
+		}
+	}
+	if !deletedDave {
+		t.Errorf("ctl_mboxlist: no DELETED.user.dave.* mailbox:\n%s", out)
+	}
+	if _, err := in2.Tool(context.Background(), "no-such-tool"); err == nil {
+		t.Error("Tool of a missing program: no error")
 	}
 	// uuid layout: no name-based dirs
 	if _, err := os.Stat(filepath.Join(dir, "meta", "uuid")); err != nil {

@@ -1,6 +1,8 @@
 package classify
 
 import (
+	"context"
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -33,10 +35,17 @@ func TestRealCyrus(t *testing.T) {
 			in := cyrustest.Start(t, dir, v.o)
 			res := cyrustest.RunScenario(t, in)
 			extra := extraAccounts(t, in)
+			dump, err := in.Tool(context.Background(), "ctl_mboxlist", "-d")
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := in.Stop(); err != nil {
 				t.Fatal(err)
 			}
-			checkTree(t, dir, v.o.Layout == cyrustest.Legacy, res, extra)
+			c := checkTree(t, dir, v.o.Layout == cyrustest.Legacy, res, extra)
+			if v.o.Layout == cyrustest.UUID {
+				checkMboxlist(t, c, dump)
+			}
 		})
 	}
 }
@@ -108,7 +117,34 @@ func headerOwner(name string) string {
 	return "?" + name
 }
 
-func checkTree(t *testing.T, dir string, legacy bool, res cyrustest.ScenarioResult, extra []string) {
+// checkMboxlist compares the owner map built from the headers with Cyrus's
+// own mailboxes.db (ctl_mboxlist -d): every live mailbox's id must map to
+// the account its name says.
+func checkMboxlist(t *testing.T, c *Classifier, dump []byte) {
+	t.Helper()
+	var mboxes map[string]struct {
+		Type string `json:"mbtype"`
+		ID   string `json:"uniqueid"`
+	}
+	if err := json.Unmarshal(dump, &mboxes); err != nil {
+		t.Fatalf("ctl_mboxlist -d: %v", err)
+	}
+	n := 0
+	for name, m := range mboxes {
+		if strings.Contains(m.Type, "d") { // tombstone of a renamed/deleted name
+			continue
+		}
+		n++
+		if got, ok := c.Owner(m.ID); !ok || got != headerOwner(name) {
+			t.Errorf("mailboxes.db %s (%s): owner map says %q, %v; want %q", name, m.ID, got, ok, headerOwner(name))
+		}
+	}
+	if n != c.Mailboxes() || n < 8 {
+		t.Errorf("mailboxes.db has %d live mailboxes, owner map %d", n, c.Mailboxes())
+	}
+}
+
+func checkTree(t *testing.T, dir string, legacy bool, res cyrustest.ScenarioResult, extra []string) *Classifier {
 	t.Helper()
 	trees := map[string]string{}
 	for _, tr := range []string{TreeConf, TreeSpool, TreeMeta, TreeSieve} {
@@ -242,6 +278,7 @@ func checkTree(t *testing.T, dir string, legacy bool, res cyrustest.ScenarioResu
 	if kinds[Mailbox] == 0 || kinds[Quota] == 0 || kinds[UserDB] == 0 || kinds[Shared] == 0 {
 		t.Errorf("kinds %v: want mailbox, quota, userdb and shared paths", kinds)
 	}
+	return c
 }
 
 // intermediateLegacy reports whether a legacy mailbox path is a directory

@@ -180,6 +180,17 @@ func classifyCases() []tc {
 		{"spool/DELETED/shared/x/6B11CCCC/1.", r(Mailbox, "%shared", "", "1.")},
 		{"spool/domain/example.com/shared/1.", r(Mailbox, "%shared@example.com", "", "1.")},
 		{"spool/a/cyrus.index", r(Mailbox, "%a", "", "cyrus.index")},
+		// seen in the real-Cyrus runs: shared folders hash by their last name
+		// component (first letter, or a fulldirhash letter)
+		{"spool/domain/e/example.com/n/shared/news/1.", r(Mailbox, "%shared@example.com", "", "1.")},
+		{"spool/domain/e/example.com/n/shared", r(Mailbox, "%shared@example.com", "", "")},
+		{"meta/E/shared/news/cyrus.index", r(Mailbox, "%shared", "", "cyrus.index")},
+		{"meta/T/shared/cyrus.header", r(Mailbox, "%shared", "", "cyrus.header")},
+		{"conf/domain/e/example.com/quota/j/user.john^doe", r(Quota, "john.doe@example.com", "", "user.john^doe")},
+		{"conf/domain/e/example.com/quota/n/shared.news", r(Quota, "%shared@example.com", "", "shared.news")},
+		{"conf/domain/e/example.com/user/j/john.doe.conversations", r(UserDB, "john.doe@example.com", "", "john.doe.conversations")},
+		{"conf/domain/e/example.com/user/d", r(Structure, "", "", "")},
+		{"spool/domain/e/example.com/j/user/john^doe/Sub^Folder/cyrus.annotations", r(Mailbox, "john.doe@example.com", "", "cyrus.annotations")},
 		{"spool/cyrus.index", r(Unresolved, "", "", "")},
 		{"spool/7.", r(Unresolved, "", "", "")},
 

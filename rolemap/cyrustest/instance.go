@@ -465,10 +465,20 @@ func waitBanner(addr string, timeout time.Duration) error {
 	return fmt.Errorf("no IMAP banner on %s after %v: %w", addr, timeout, last)
 }
 
+// chownTree gives root and everything below it to uid:gid, touching only
+// what is not theirs yet (so a restart on an intercepting mount changes
+// nothing, not even files of accounts it would refuse to change).
 func chownTree(root string, uid, gid int) error {
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		if int(st.Uid) == uid && int(st.Gid) == gid {
+			return nil
 		}
 		return os.Lchown(p, uid, gid)
 	})

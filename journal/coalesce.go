@@ -22,7 +22,9 @@ import (
 //   - A run ended by OpReplace or OpUnlink of the file, or by an OpRename onto
 //     it, is dropped: the content it wrote is gone. The ending record then
 //     carries the run's first pre-state instead of its own.
-//   - Writes to a path named by an OpLink in the batch are never merged.
+//   - Writes of an account with an OpLink in the batch are never merged
+//     (renames may carry the shared inode to other names; Cyrus links only
+//     message files, which are never written in place).
 //
 // Assumption (the master's fs layer guarantees it for Cyrus's files): a file
 // written in place is not hard-linked to another path written in the same
@@ -38,15 +40,14 @@ func Coalesce(batch []Record) []Record {
 	}
 	emit := make([][]Record, len(batch))
 	open := map[key]*run{}
-	linked := map[key]bool{}
+	linked := map[string]bool{} // accounts with an OpLink in the batch
 	writes := 0
 	for _, r := range batch {
 		if r.Op == OpWrite {
 			writes++
 		}
 		if r.Op == OpLink {
-			linked[key{r.Account, r.Tree, r.Path}] = true
-			linked[key{r.Account, r.Tree, r.NewPath}] = true
+			linked[r.Account] = true
 		}
 	}
 	if writes < 2 {
@@ -54,6 +55,12 @@ func Coalesce(batch []Record) []Record {
 	}
 	flush := func(ru *run) {
 		last := batch[ru.idx[len(ru.idx)-1]]
+		if len(ru.ranges) == 0 { // only empty writes: keep the last, a no-op holding its LSN
+			last.PrevSize, last.PrevHash = ru.prevSize, ru.prevHash
+			emit[ru.idx[len(ru.idx)-1]] = []Record{last}
+			delete(open, ru.k)
+			return
+		}
 		var out []Record
 		for i, w := range ru.ranges {
 			r := last
@@ -70,7 +77,7 @@ func Coalesce(batch []Record) []Record {
 	for i := range batch {
 		r := batch[i]
 		k := key{r.Account, r.Tree, r.Path}
-		if r.Op == OpWrite && !linked[k] {
+		if r.Op == OpWrite && !linked[r.Account] {
 			ru := open[k]
 			if ru == nil {
 				ru = &run{k: k, prevSize: r.PrevSize, prevHash: r.PrevHash}

@@ -432,10 +432,12 @@ func (l *Log) appendLocked(typ byte, body []byte, r *Record) LSN {
 	l.total += fsz
 
 	r.LSN = lsn
+	// Record the reference before dropping PutBlob's pin: unpinning an
+	// unreferenced blob removes it.
+	l.indexRecord(r)
 	if isBlobRef(r) {
 		l.unpinLocked(r.Hash)
 	}
-	l.indexRecord(r)
 	if r.Account != "" {
 		l.noteActiveLocked(r.Account, lsn)
 	}

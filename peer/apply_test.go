@@ -127,7 +127,10 @@ func TestApplyCyrusShapedSequence(t *testing.T) {
 		f.rec(journal.Record{Op: journal.OpSymlink, Account: "alice", NewPath: "alice/defaultbc", Data: []byte("alice.bc")}),
 	}
 	fetched := 0
-	res := f.apply(t, recs, func(ctx context.Context, h [32]byte) ([]byte, error) { fetched++; return nil, errors.New("unexpected fetch") })
+	res := f.apply(t, recs, func(ctx context.Context, h [32]byte) ([]byte, error) {
+		fetched++
+		return nil, errors.New("unexpected fetch")
+	})
 	if len(res.Errors) != 0 {
 		t.Fatalf("errors: %v", res.Errors)
 	}

@@ -53,8 +53,10 @@
 //	              (0 ok, 1 quarantined, 2 needs full resync, 3 refused:
 //	              the sender is not that account's master here).
 //	Refuse    (3) either way, then close: string reason.
-//	Batch     (4) sender → receiver: uvarint count, then count records each
-//	              as a byte string holding journal.MarshalRecord's bytes.
+//	Batch     (4) sender → receiver: uvarint count, then count records, each
+//	              a byte string holding uvarint LSN followed by the journal's
+//	              record payload (journal.MarshalRecord, versioned by the
+//	              journal's format; record.go).
 //	              A message record whose body the sender believes the receiver
 //	              holds carries its hash and no data ("by reference").
 //	Ack       (5) receiver → sender: list of {string account, uvarint applied,

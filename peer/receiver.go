@@ -1,0 +1,321 @@
+package peer
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"mreplfs/journal"
+	"mreplfs/rolemap"
+)
+
+// RoleLookup is the receiver's view of the role map.
+type RoleLookup interface {
+	Lookup(account string) (rolemap.Entry, bool)
+}
+
+// Receiver accepts connections from partner senders and applies their
+// records to the accounts replicated here.
+type Receiver struct {
+	Node    string // this node's id
+	Applier *DirApplier
+	Roles   RoleLookup
+	// Partners maps a partner node id (its certificate's common name) to the
+	// peer address the role map names for the accounts it masters.
+	Partners map[string]string
+	TLS      *tls.Config // server config (mutual TLS); nil only in tests on a trusted pipe
+	Logger   *slog.Logger
+	// FetchTimeout bounds the wait for a body the receiver asked for.
+	FetchTimeout time.Duration
+	// OnApplied, when set, is called after each batch with the positions
+	// (e.g. to invalidate the mount's caches of those accounts).
+	OnApplied func(accounts []string)
+}
+
+func (r *Receiver) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Logger
+}
+
+// Serve accepts connections on ln until ctx is done.
+func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
+	if r.TLS != nil {
+		ln = tls.NewListener(ln, r.TLS)
+	}
+	go func() { <-ctx.Done(); ln.Close() }()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.ServeConn(ctx, c); err != nil && ctx.Err() == nil {
+				r.logger().Warn("peer connection ended", "remote", c.RemoteAddr().String(), "err", err)
+			}
+		}()
+	}
+}
+
+// session is one connection's state on the receiving side.
+type session struct {
+	r       *Receiver
+	conn    net.Conn
+	node    string
+	log     *slog.Logger
+	wmu     sync.Mutex
+	w       *bufio.Writer
+	allowed map[string]uint64 // account → epoch accepted in this session
+
+	bmu   sync.Mutex
+	blobs map[[32]byte]chan []byte
+}
+
+func (s *session) send(t MsgType, body []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if err := WriteFrame(s.w, t, body); err != nil {
+		return err
+	}
+	return s.w.Flush()
+}
+
+// ServeConn runs one connection to its end.
+func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
+	defer c.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { <-ctx.Done(); c.Close() }()
+
+	s := &session{r: r, conn: c, w: bufio.NewWriterSize(c, 256<<10), blobs: map[[32]byte]chan []byte{}, allowed: map[string]uint64{}}
+	node := ""
+	if tc, ok := c.(*tls.Conn); ok {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			r.logger().Warn("peer refused: TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+			return fmt.Errorf("tls handshake: %w", err)
+		}
+		n, err := PeerNode(tc.ConnectionState())
+		if err != nil {
+			return err
+		}
+		node = n
+	}
+	s.log = r.logger().With("peer", node, "remote", c.RemoteAddr().String())
+	br := bufio.NewReaderSize(c, 256<<10)
+
+	// Handshake.
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	t, body, err := ReadFrame(br, nil)
+	if err != nil {
+		return fmt.Errorf("read hello: %w", err)
+	}
+	if t != MsgHello {
+		s.send(MsgRefuse, MarshalRefuse("expected hello"))
+		return fmt.Errorf("%w: first frame is %s, not hello", ErrFrame, t)
+	}
+	h, err := UnmarshalHello(body)
+	if err != nil {
+		s.send(MsgRefuse, MarshalRefuse(err.Error()))
+		return err
+	}
+	if node == "" {
+		node = h.Node // no TLS: trust the hello (tests over a pipe only)
+		s.log = s.log.With("peer", node)
+	}
+	if node != h.Node {
+		s.send(MsgRefuse, MarshalRefuse("hello names another node than the certificate"))
+		s.log.Warn("peer refused: hello node differs from certificate", "hello", h.Node)
+		return fmt.Errorf("peer: hello node %q, certificate %q", h.Node, node)
+	}
+	s.node = node
+	w := Welcome{Version: min(h.Version, Version), Node: r.Node}
+	for _, ae := range h.Accounts {
+		pos := Position{Account: ae.Account}
+		state, why := r.admit(node, ae)
+		if state == StateOK {
+			p, err := r.Applier.Position(ae.Account)
+			if err != nil {
+				return fmt.Errorf("read position of %s: %w", ae.Account, err)
+			}
+			pos.Applied, pos.Epoch, state = uint64(p.Applied), p.Epoch, p.State
+			if state == StateOK {
+				s.allowed[ae.Account] = ae.Epoch
+			}
+		} else {
+			s.log.Warn("account refused", "account", ae.Account, "reason", why)
+		}
+		pos.State = state
+		w.Positions = append(w.Positions, pos)
+	}
+	if err := s.send(MsgWelcome, MarshalWelcome(w)); err != nil {
+		return fmt.Errorf("send welcome: %w", err)
+	}
+	c.SetDeadline(time.Time{})
+	s.log.Info("peer connected", "accounts", len(h.Accounts), "accepted", len(s.allowed))
+
+	// Batches go to one applier goroutine, so this loop stays free to
+	// receive the blobs the applier asks for.
+	batches := make(chan [][]byte, 4)
+	applyErr := make(chan error, 1)
+	go func() { applyErr <- s.applyLoop(ctx, batches) }()
+	defer func() { close(batches) }()
+	for {
+		t, body, err := ReadFrame(br, nil)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read: %w", err)
+		}
+		switch t {
+		case MsgBatch:
+			recs, err := UnmarshalBatch(body)
+			if err != nil {
+				return err
+			}
+			select {
+			case batches <- recs:
+			case err := <-applyErr:
+				return err
+			}
+		case MsgBlob:
+			b, err := UnmarshalBlob(body)
+			if err != nil {
+				return err
+			}
+			s.bmu.Lock()
+			ch := s.blobs[b.Hash]
+			delete(s.blobs, b.Hash)
+			s.bmu.Unlock()
+			if ch != nil {
+				ch <- b.Content
+			}
+		case MsgPing:
+			n, err := UnmarshalPing(t, body)
+			if err != nil {
+				return err
+			}
+			if err := s.send(MsgPong, MarshalPing(n)); err != nil {
+				return err
+			}
+		case MsgRefuse:
+			reason, _ := UnmarshalRefuse(body)
+			return fmt.Errorf("peer: sender refused: %s", reason)
+		default:
+			return fmt.Errorf("%w: unexpected %s from sender", ErrFrame, t)
+		}
+	}
+}
+
+// admit decides whether node may ship account here.
+func (r *Receiver) admit(node string, ae AccountEpoch) (AccountState, string) {
+	e, ok := r.Roles.Lookup(ae.Account)
+	switch {
+	case !ok:
+		return StateRefused, "account unknown here"
+	case e.Role != rolemap.Replica:
+		return StateRefused, "account is " + e.Role.String() + " here, not replica"
+	case r.Partners != nil && r.Partners[node] != e.Partner:
+		return StateRefused, fmt.Sprintf("node %s is not this account's master (role map says %s)", node, e.Partner)
+	case ae.Epoch != e.Epoch:
+		return StateRefused, fmt.Sprintf("epoch %d, role map here says %d", ae.Epoch, e.Epoch)
+	}
+	return StateOK, ""
+}
+
+// fetch asks the sender for a body and waits for it.
+func (s *session) fetch(ctx context.Context, h [32]byte) ([]byte, error) {
+	ch := make(chan []byte, 1)
+	s.bmu.Lock()
+	s.blobs[h] = ch
+	s.bmu.Unlock()
+	if err := s.send(MsgNeed, MarshalNeed([][32]byte{h})); err != nil {
+		return nil, err
+	}
+	to := s.r.FetchTimeout
+	if to == 0 {
+		to = 30 * time.Second
+	}
+	select {
+	case b := <-ch:
+		return b, nil
+	case <-time.After(to):
+		return nil, fmt.Errorf("peer: body %x not received within %v", h[:8], to)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *session) applyLoop(ctx context.Context, batches <-chan [][]byte) error {
+	for raw := range batches {
+		recs := make([]journal.Record, 0, len(raw))
+		for _, b := range raw {
+			r, err := DecodeRecord(b)
+			if err != nil {
+				return err
+			}
+			epoch, ok := s.allowed[r.Account]
+			if !ok {
+				s.log.Warn("record for an account not accepted in this session dropped", "account", r.Account, "lsn", r.LSN)
+				continue
+			}
+			if r.Epoch > epoch {
+				s.log.Warn("record from a future epoch dropped", "account", r.Account, "lsn", r.LSN, "epoch", r.Epoch)
+				continue
+			}
+			recs = append(recs, r)
+		}
+		res, err := s.r.Applier.ApplyBatch(ctx, recs, s.fetch)
+		if err != nil {
+			return err
+		}
+		ack := Ack{}
+		accts := make([]string, 0, len(res.Positions))
+		for a, p := range res.Positions {
+			ack.Positions = append(ack.Positions, Position{Account: a, Applied: uint64(p.Applied), State: p.State})
+			accts = append(accts, a)
+			if p.State != StateOK {
+				delete(s.allowed, a)
+			}
+		}
+		transient := false
+		for a, e := range res.Errors {
+			s.log.Warn("account stopped in batch", "account", a, "err", e)
+			if p := res.Positions[a]; p.State == StateOK {
+				// Records after the failed one are still coming: they must
+				// not apply over the gap. Drop the connection once acked;
+				// the sender resumes from the persisted positions.
+				transient = true
+				delete(s.allowed, a)
+			}
+		}
+		if s.r.OnApplied != nil {
+			s.r.OnApplied(accts)
+		}
+		if err := s.send(MsgAck, MarshalAck(ack)); err != nil {
+			return err
+		}
+		if transient {
+			s.conn.Close()
+			return errors.New("peer: an account failed to apply; reconnecting to resume from its position")
+		}
+	}
+	return nil
+}

@@ -355,7 +355,13 @@ func TestPendingThenHeader(t *testing.T) {
 	if a, _ := c.Owner(id); a != "oldie" {
 		t.Errorf("after delete: Owner = %q, want oldie", a)
 	}
+	if ids := c.MailboxIDs("oldie"); len(ids) != 1 || ids[0] != id {
+		t.Errorf("MailboxIDs(oldie) = %v, want [%s]", ids, id)
+	}
 	c.Forget(id)
+	if ids := c.MailboxIDs("oldie"); len(ids) != 0 {
+		t.Errorf("MailboxIDs(oldie) after Forget = %v", ids)
+	}
 	if got := c.Classify(uu("meta", id, "cyrus.index")); got.Kind != Pending {
 		t.Errorf("after Forget: %+v, want Pending", got)
 	}

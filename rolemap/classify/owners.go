@@ -3,6 +3,7 @@ package classify
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -127,3 +128,22 @@ func (c *Classifier) Owner(mailboxID string) (account string, ok bool) {
 
 // Mailboxes returns how many mailbox ids have a known owner.
 func (c *Classifier) Mailboxes() int { return c.owners.len() }
+
+// MailboxIDs returns the ids of the uuid-layout mailboxes owned by account,
+// sorted (for tools that walk one account's trees: verify, promote). It
+// scans the whole map: not for the hot path.
+func (c *Classifier) MailboxIDs(account string) []string {
+	var out []string
+	for i := range c.owners.shards {
+		s := &c.owners.shards[i]
+		s.mu.RLock()
+		for k, a := range s.m {
+			if a == account {
+				out = append(out, string(k[:]))
+			}
+		}
+		s.mu.RUnlock()
+	}
+	slices.Sort(out)
+	return out
+}

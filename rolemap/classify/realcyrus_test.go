@@ -130,14 +130,24 @@ func checkMboxlist(t *testing.T, c *Classifier, dump []byte) {
 		t.Fatalf("ctl_mboxlist -d: %v", err)
 	}
 	n := 0
+	perAccount := map[string]int{}
 	for name, m := range mboxes {
 		if strings.Contains(m.Type, "d") { // tombstone of a renamed/deleted name
 			continue
 		}
 		n++
+		perAccount[headerOwner(name)]++
 		if got, ok := c.Owner(m.ID); !ok || got != headerOwner(name) {
 			t.Errorf("mailboxes.db %s (%s): owner map says %q, %v; want %q", name, m.ID, got, ok, headerOwner(name))
 		}
+	}
+	for a, want := range perAccount {
+		if ids := c.MailboxIDs(a); len(ids) != want {
+			t.Errorf("MailboxIDs(%s) = %v, mailboxes.db has %d", a, ids, want)
+		}
+	}
+	if perAccount[headerOwner("user.alice")]+perAccount[headerOwner("example.com!user.alice")] != 4 {
+		t.Errorf("alice has %v mailboxes, want 4 (INBOX, Sent, Archive2, DELETED Trash)", perAccount)
 	}
 	if n != c.Mailboxes() || n < 8 {
 		t.Errorf("mailboxes.db has %d live mailboxes, owner map %d", n, c.Mailboxes())

@@ -187,6 +187,10 @@ func mountOptions(o Options, name string) fuse.MountOptions {
 		MaxBackground:        64,
 		DisabledCapabilities: fuse.CAP_PASSTHROUGH | fuse.CAP_WRITEBACK_CACHE,
 		Debug:                o.Debug,
+		// The kernel checks permissions against the caller (the daemon
+		// itself runs as root): without it any user could write anything
+		// through an allow_other mount.
+		Options: []string{"default_permissions"},
 	}
 	if os.Geteuid() == 0 {
 		mo.DirectMount = true

@@ -46,7 +46,11 @@ type Options struct {
 	Tree      string      // tree name (default "spool")
 	Journal   fs.Appender // default: a new Recorder (Env.Rec)
 	NoJournal bool        // mount with no journal at all
-	FS        fs.Options  // other fs options (Roles/Classifier/Journal/Logger are set here)
+	// FS holds the other fs options. Roles and Classifier, when set, replace
+	// the fakes (Env.Roles, Env.Class are then unused).
+	FS fs.Options
+	// Dir holds backing/ and mnt/ (default: t.TempDir()).
+	Dir string
 }
 
 // Env is one mounted tree and its fakes.
@@ -68,7 +72,10 @@ func Mount(t testing.TB, o Options) *Env {
 	if o.Tree == "" {
 		o.Tree = "spool"
 	}
-	dir := t.TempDir()
+	dir := o.Dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	e := &Env{Backing: filepath.Join(dir, "backing"), Mnt: filepath.Join(dir, "mnt"),
 		Roles: NewRoles(), Class: NewClassifier()}
 	for _, d := range []string{e.Backing, e.Mnt} {
@@ -77,7 +84,12 @@ func Mount(t testing.TB, o Options) *Env {
 		}
 	}
 	fo := o.FS
-	fo.Roles, fo.Classifier = e.Roles, e.Class
+	if fo.Roles == nil {
+		fo.Roles = e.Roles
+	}
+	if fo.Classifier == nil {
+		fo.Classifier = e.Class
+	}
 	if fo.Logger == nil {
 		fo.Logger = TestLogger(t)
 	}
@@ -148,6 +160,13 @@ func (r *Roles) Lookup(account string) (rolemap.Entry, bool) {
 	defer r.mu.Unlock()
 	e, ok := r.m[account]
 	return e, ok
+}
+
+// AllRoles gives every account the same role (epoch 1).
+type AllRoles rolemap.Role
+
+func (a AllRoles) Lookup(string) (rolemap.Entry, bool) {
+	return rolemap.Entry{Role: rolemap.Role(a), Epoch: 1}, true
 }
 
 // Classifier classifies by path shape, within any tree:

@@ -1,0 +1,211 @@
+package fs_test
+
+import (
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	mfs "mreplfs/fs"
+	"mreplfs/fs/mounttest"
+	"mreplfs/journal"
+	"mreplfs/rolemap"
+	"mreplfs/rolemap/classify"
+	"mreplfs/rolemap/cyrustest"
+)
+
+// cyrusLayouts are the layouts the real-Cyrus test runs.
+var cyrusLayouts = []struct {
+	name string
+	opts cyrustest.Options
+}{
+	{"uuid", cyrustest.Options{Layout: cyrustest.UUID, Meta: true}},
+	{"legacy-hash", cyrustest.Options{Layout: cyrustest.Legacy, Hash: true, Meta: true}},
+}
+
+// Run-specific path parts: uuid ids and their c1/c2 directories, and the
+// hex time stamp of delayed-delete directories.
+var (
+	uuidID   = regexp.MustCompile(`uuid/[0-9a-z]/[0-9a-z]/[0-9a-z]{24}`)
+	uuidDirs = regexp.MustCompile(`uuid/[0-9a-z](/[0-9a-z])?$`)
+	deleted  = regexp.MustCompile(`(DELETED/.*)/[0-9A-F]{8}(/|$)`)
+)
+
+// treeFiles maps the normalised paths of a Cyrus DIR to their sizes
+// (sorted; -1 for a directory), runtime files (sockets, locks, logs) left
+// out.
+func treeFiles(t *testing.T, root string) map[string][]int64 {
+	t.Helper()
+	out := map[string][]int64{}
+	err := filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			return nil
+		}
+		for _, skip := range []string{"conf/socket", "conf/log", "conf/proc", "conf/lock"} {
+			if strings.HasPrefix(rel, skip) {
+				return nil
+			}
+		}
+		if uuidDirs.MatchString(rel) {
+			return nil // c1/c2 hash dirs: how many depends on the random ids
+		}
+		n := uuidID.ReplaceAllString(rel, "uuid/C/C/ID")
+		n = deleted.ReplaceAllString(n, "$1/HEX$2")
+		size := int64(-1)
+		if !de.IsDir() {
+			info, err := de.Info()
+			if err != nil {
+				return err
+			}
+			size = info.Size()
+		}
+		out[n] = append(out[n], size)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range out {
+		sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+	}
+	return out
+}
+
+// variableSize matches files whose size legitimately differs between two
+// runs of the same scenario: messages carry an X-Cyrus-Session-Id with a
+// random number of varying length, cyrus.cache copies those headers, and
+// twoskip databases hold them and time stamps.
+var variableSize = regexp.MustCompile(`(/[0-9]+\.|/cyrus\.cache|\.db|\.seen|\.conversations|\.counters|\.sub)$`)
+
+// compareTrees checks the mreplfs backing tree m against two native runs
+// a and b of the same scenario: the same normalised files (same counts),
+// and the same sizes, except for variableSize files, whose sizes must lie
+// within the native spread plus 2 %.
+func compareTrees(a, b, m map[string][]int64) []string {
+	var errs []string
+	names := map[string]bool{}
+	for _, x := range []map[string][]int64{a, b, m} {
+		for k := range x {
+			names[k] = true
+		}
+	}
+	for n := range names {
+		sa, sb, sm := a[n], b[n], m[n]
+		if len(sm) != len(sa) {
+			errs = append(errs, fmt.Sprintf("%s: %d on mreplfs, %d native", n, len(sm), len(sa)))
+			continue
+		}
+		if len(sa) != len(sb) {
+			errs = append(errs, fmt.Sprintf("%s: native runs disagree on the count (%d, %d)", n, len(sa), len(sb)))
+			continue
+		}
+		for i := range sa {
+			lo, hi := min(sa[i], sb[i]), max(sa[i], sb[i])
+			if variableSize.MatchString(n) {
+				lo, hi = lo-hi/50-8, hi+hi/50+8
+			}
+			if sm[i] < lo || sm[i] > hi {
+				errs = append(errs, fmt.Sprintf("%s: size %d on mreplfs, native %d/%d", n, sm[i], sa[i], sb[i]))
+			}
+		}
+	}
+	sort.Strings(errs)
+	return errs
+}
+
+// TestCyrusOnMount runs Debian's Cyrus with its whole DIR (conf, spool,
+// meta, sieve) on mreplfs — all accounts master, the real classifier, the
+// real journal — through the IMAP/LMTP scenario, and compares the backing
+// tree with a native run of the same scenario.
+func TestCyrusOnMount(t *testing.T) {
+	for _, l := range cyrusLayouts {
+		t.Run(l.name, func(t *testing.T) {
+			cyrustest.RequireCyrus(t)
+			base := cyrustest.TempDir(t)
+
+			var natives []map[string][]int64
+			for _, name := range []string{"native1", "native2"} {
+				// The same basename as the mount point: Cyrus puts it in
+				// every message's session id.
+				dir := filepath.Join(base, name, "mnt")
+				in := cyrustest.Start(t, dir, l.opts)
+				cyrustest.RunScenario(t, in)
+				if err := in.Stop(); err != nil {
+					t.Fatal(err)
+				}
+				natives = append(natives, treeFiles(t, dir))
+			}
+
+			jdir := filepath.Join(base, "journal")
+			lg, err := journal.Open(jdir, journal.Options{Logger: mounttest.TestLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { lg.Close() })
+			cl := classify.New(classify.Options{})
+			e := mounttest.Mount(t, mounttest.Options{Tree: "root", Journal: lg, Dir: base,
+				FS: mfs.Options{Roles: mounttest.AllRoles(rolemap.Master), Classifier: mfs.CyrusClassifier(cl, "root"),
+					AllowOther: true}})
+			in := cyrustest.Start(t, e.Mnt, l.opts)
+			res := cyrustest.RunScenario(t, in)
+			if err := in.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			if log := in.Log(); strings.Contains(log, "Read-only file system") {
+				t.Errorf("Cyrus saw EROFS on an all-master mount:\n%s", log)
+			}
+			got := treeFiles(t, e.Backing)
+			if errs := compareTrees(natives[0], natives[1], got); len(errs) > 0 {
+				t.Errorf("backing tree differs from the native runs:\n%s", strings.Join(errs, "\n"))
+			}
+			t.Logf("%d normalised paths compared", len(got))
+
+			// The mutations reached the journal, attributed to the live accounts.
+			if err := lg.Close(); err != nil {
+				t.Fatal(err)
+			}
+			lg2, err := journal.Open(jdir, journal.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lg2.Close()
+			counts := journalCounts(t, lg2)
+			for _, a := range res.Live {
+				if counts[a] == 0 {
+					t.Errorf("no journal records for live account %s (records per account: %v)", a, counts)
+				}
+			}
+			t.Logf("journal records per account: %v", counts)
+		})
+	}
+}
+
+func journalCounts(t *testing.T, lg *journal.Log) map[string]int {
+	t.Helper()
+	rd, err := lg.NewReader(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	counts := map[string]int{}
+	for rd.Position() <= lg.Durable() {
+		recs, err := rd.NextBatch(t.Context(), 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			counts[r.Account]++
+		}
+		if len(recs) == 0 {
+			break
+		}
+	}
+	return counts
+}

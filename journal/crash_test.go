@@ -110,7 +110,7 @@ func hasEvidence(dir string) bool {
 // before it, keeps evidence when it cut a frame, and the log takes appends
 // afterwards that read back cleanly.
 func TestTruncateAtEveryOffset(t *testing.T) {
-	src, ends := buildJournal(t, 12)
+	src, ends := buildJournal(t, 8)
 	size := ends[len(ends)-1]
 	ctx := context.Background()
 	for off := int64(0); off <= size; off++ {

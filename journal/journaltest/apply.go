@@ -149,8 +149,10 @@ func ApplyToDir(root string, r journal.Record, blobs BlobSource) error {
 	return fail(fmt.Errorf("unknown op"))
 }
 
-func needsPath(op journal.Op) bool    { return op != journal.OpSymlink && !isControl(op) }
-func needsNewPath(op journal.Op) bool { return op == journal.OpRename || op == journal.OpLink || op == journal.OpSymlink }
+func needsPath(op journal.Op) bool { return op != journal.OpSymlink && !isControl(op) }
+func needsNewPath(op journal.Op) bool {
+	return op == journal.OpRename || op == journal.OpLink || op == journal.OpSymlink
+}
 func isControl(op journal.Op) bool {
 	return op == journal.OpEpoch || op == journal.OpBarrier || op == journal.OpCheckpoint || op == journal.OpDirty
 }

@@ -126,6 +126,7 @@ func (l *Log) write(chunks []chunk, blobsDirty bool, al *alSnapshot) error {
 
 func (l *Log) fdatasync() error {
 	start := time.Now()
+	l.syncs.Add(1)
 	err := unix.Fdatasync(int(l.file.Fd()))
 	if d := time.Since(start); d > slowSync {
 		l.log.Warn("slow journal fdatasync", "took", d, "expected", slowSync)

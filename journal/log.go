@@ -78,6 +78,7 @@ type Log struct {
 	lock *os.File
 
 	durable atomic.Uint64
+	syncs   atomic.Uint64 // fdatasyncs of segment data (for benchmarks)
 	kick    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}

@@ -49,7 +49,7 @@
 // an id when its directory is removed. The per-user directories
 // conf/user/uuid/…/<id>/ and sieve/uuid/…/<id>/ are named by the INBOX id,
 // so the same map resolves them. Owner and MailboxIDs answer the reverse
-questions (whose is this id; which ids are this account's).
+// questions (whose is this id; which ids are this account's).
 //
 // # Pending: a new mailbox before its header
 //

@@ -103,6 +103,17 @@
 // a record beyond it (a record is shipped only once durable, so an LSN is never
 // reused for other data after a crash).
 //
+// # Readers and coalescing
+//
+// A Reader returns durable records only, in LSN order, and blocks at the end
+// (ctx-cancellable). NextBatch coalesces what it returns (Coalesce): writes
+// to one file between related records merge into one write per contiguous
+// range, writes made moot by a later replace, unlink or rename onto the file
+// are dropped; a merged record carries the LSN of the last raw record it
+// stands for, so several records may share an LSN. Acknowledge
+// Reader.Position()-1 after applying a batch, not the LSN of a record within
+// it.
+//
 // # Message bodies (blobs)
 //
 // PutBlob hard-links a message file into blobs/<hex of SHA-256> (copies when a

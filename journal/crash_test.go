@@ -256,3 +256,51 @@ func TestLengthPastEnd(t *testing.T) {
 		t.Errorf("DecodeFrame allocated %v times", allocs)
 	}
 }
+
+// TestMidLogCorruption: damage in a segment before the last is never treated
+// as a torn tail: Open refuses it, naming the segment; Repair cuts the log
+// there and keeps the damaged and later segments as evidence.
+func TestMidLogCorruption(t *testing.T) {
+	dir := t.TempDir()
+	l, err := journal.Open(dir, journal.Options{SegmentSize: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < 40; i++ {
+		r := crashRecord(i)
+		l.Append(ctx, &r)
+	}
+	l.Close()
+	segs := journaltest.Segments(t, dir)
+	if len(segs) < 3 {
+		t.Fatalf("only %d segments", len(segs))
+	}
+	// Zeroing the tail of a middle segment would look torn in the last one;
+	// here it must be corruption.
+	fi, _ := os.Stat(segs[1])
+	journaltest.ZeroRange(t, segs[1], fi.Size()-10, 10)
+	_, err = journal.Open(dir, journal.Options{})
+	var ce *journal.CorruptError
+	if !errors.As(err, &ce) || ce.Segment != filepath.Base(segs[1]) {
+		t.Fatalf("Open: got %v, want a *CorruptError in %s", err, filepath.Base(segs[1]))
+	}
+	if err := journal.Repair(dir, journal.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	l, err = journal.Open(dir, journal.Options{})
+	if err != nil {
+		t.Fatalf("Open after Repair: %v", err)
+	}
+	defer l.Close()
+	got := readBack(t, l)
+	if len(got) == 0 || len(got) >= 40 {
+		t.Fatalf("after Repair: %d records", len(got))
+	}
+	wantPrefix(t, got, len(got))
+	for _, s := range segs[2:] {
+		if _, err := os.Stat(s + ".broken"); err != nil {
+			t.Errorf("later segment %s not kept as evidence: %v", filepath.Base(s), err)
+		}
+	}
+}

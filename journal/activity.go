@@ -178,10 +178,13 @@ func (l *Log) UncleanAccounts() []string {
 
 // ClearUnclean removes accounts from the unclean list once verified.
 func (l *Log) ClearUnclean(accounts ...string) error {
+	l.ackMu.Lock() // serializes state-file writes without holding up Append
+	defer l.ackMu.Unlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	for _, a := range accounts {
 		delete(l.unclean, a)
 	}
-	return writeListFile(l.dir, uncleanFile, quotedLines(l.unclean))
+	lines := quotedLines(l.unclean)
+	l.mu.Unlock()
+	return writeListFile(l.dir, uncleanFile, lines)
 }

@@ -109,7 +109,7 @@ type Log struct {
 	unclean      map[string]bool
 	acked        map[string]LSN
 
-	ackMu sync.Mutex // serializes writes of the consumers file
+	ackMu sync.Mutex // serializes writes of the consumers and unclean files
 }
 
 // Open opens (creating if needed) the journal in dir. It repairs a torn tail

@@ -16,7 +16,9 @@
 // kernel keeps POSIX lock semantics on the FUSE inode, FUSE.md §2.2), no
 // direct_io (AUTO_INVAL_DATA keeps mmap readers coherent), xattrs kept,
 // MaxWrite 1 MiB, MaxBackground 64, entry/attr timeouts 1 s by default and
-// no negative caching. FSYNC, FSYNCDIR and FLUSH are always implemented
+// no negative caching, default_permissions (the kernel checks the caller's
+// permissions: the daemon itself runs as root, and with allow_other any
+// user could otherwise write anything). FSYNC, FSYNCDIR and FLUSH are always implemented
 // (never ENOSYS).
 //
 // # Role guard (guard.go)
@@ -71,9 +73,10 @@
 //     cannot change stream (EXDEV; Cyrus never renames directories).
 //   - xattr changes on account paths are OpDirty (the peer resyncs the path).
 //
-// fsync and fdatasync (also on O_RDONLY descriptors) and fsyncdir first sync
-// the backing file, then wait for Appender.Sync up to the last LSN that
-// changed that inode or directory (DESIGN.md invariant 3). A journal error
+// fsync and fdatasync (also on O_RDONLY descriptors) and fsyncdir sync the
+// backing file and, at the same time, wait for Appender.Sync up to the last
+// LSN that changed that inode or directory (DESIGN.md invariant 3); the reply
+// goes out when both are done. A journal error
 // is EIO (EINTR if the request was interrupted) and is logged with account
 // and path.
 //

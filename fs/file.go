@@ -179,10 +179,18 @@ func (f *File) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if e := f.finish(ctx); e != 0 {
 		return e
 	}
-	if e := f.lf.Fsync(ctx, flags); e != 0 {
-		return e
+	// The journal's group commit and the backing fsync run at once: the
+	// reply waits for both.
+	if journal.LSN(f.node.lastLSN.Load()) == 0 || f.node.fs().journal == nil {
+		return f.lf.Fsync(ctx, flags)
 	}
-	return f.node.syncJournal(ctx)
+	jerr := make(chan syscall.Errno, 1)
+	go func() { jerr <- f.node.syncJournal(ctx) }()
+	e := f.lf.Fsync(ctx, flags)
+	if je := <-jerr; e == 0 {
+		e = je
+	}
+	return e
 }
 
 func (f *File) Release(ctx context.Context) syscall.Errno {
@@ -270,10 +278,14 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 }
 
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	jerr := make(chan syscall.Errno, 1)
+	go func() { jerr <- d.node.syncJournal(ctx) }()
+	var e syscall.Errno
 	if s, ok := d.ds.(fusefs.FileFsyncdirer); ok {
-		if e := s.Fsyncdir(ctx, flags); e != 0 {
-			return e
-		}
+		e = s.Fsyncdir(ctx, flags)
 	}
-	return d.node.syncJournal(ctx)
+	if je := <-jerr; e == 0 {
+		e = je
+	}
+	return e
 }

@@ -1,13 +1,17 @@
 package fs_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	mfs "mreplfs/fs"
 	"mreplfs/fs/mounttest"
@@ -208,4 +212,98 @@ func journalCounts(t *testing.T, lg *journal.Log) map[string]int {
 		}
 	}
 	return counts
+}
+
+// flipRoles: every account is master except those marked replica.
+type flipRoles struct {
+	mu      sync.Mutex
+	replica map[string]bool
+}
+
+func (f *flipRoles) Lookup(a string) (rolemap.Entry, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.replica[a] {
+		return rolemap.Entry{Role: rolemap.Replica, Epoch: 2}, true
+	}
+	return rolemap.Entry{Role: rolemap.Master, Epoch: 1}, true
+}
+
+// TestCyrusReplicaRefused: once alice is a replica here, real Cyrus gets
+// EROFS for her and only her (CYRUS.md §7.6): LMTP answers 451 for alice
+// and 250 for bob in the same transaction, SELECT of her INBOX fails, and
+// none of her files in the backing tree changes; nothing is journaled for
+// her.
+func TestCyrusReplicaRefused(t *testing.T) {
+	cyrustest.RequireCyrus(t)
+	base := cyrustest.TempDir(t)
+	rec := mounttest.NewRecorder()
+	cl := mfs.CyrusClassifier(classify.New(classify.Options{}), "root")
+	roles := &flipRoles{replica: map[string]bool{}}
+	e := mounttest.Mount(t, mounttest.Options{Tree: "root", Journal: rec, Dir: base,
+		FS: mfs.Options{Roles: roles, Classifier: cl, AllowOther: true}})
+	in := cyrustest.Start(t, e.Mnt, cyrustest.Options{Meta: true})
+	adm := in.IMAP(t, cyrustest.Admin)
+	for _, u := range []string{cyrustest.Alice, "bob"} {
+		if _, err := adm.Cmd("CREATE %s", cyrustest.Quote(in.MailboxName(u, ""))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.Deliver(t, []string{cyrustest.Alice, "bob"}, cyrustest.Message("before", 2000))
+
+	roles.mu.Lock()
+	roles.replica["alice"] = true
+	roles.mu.Unlock()
+	rec.Reset()
+	before := snapshot(t, e.Backing)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := cyrustest.DialLMTP(ctx, in.LMTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	errs := c.Deliver("s@example.org", []string{cyrustest.Alice, "bob"}, cyrustest.Message("after", 2000))
+	var re *cyrustest.ReplyError
+	if !errors.As(errs[0], &re) || re.Code != 451 {
+		t.Errorf("LMTP to replica alice: got %v, want 451", errs[0])
+	}
+	if errs[1] != nil {
+		t.Errorf("LMTP to master bob: got %v, want delivered", errs[1])
+	}
+	al := in.IMAP(t, cyrustest.Alice)
+	if _, err := al.Cmd("SELECT INBOX"); err == nil {
+		t.Errorf("SELECT of replica alice's INBOX succeeded")
+	}
+	if _, err := al.Cmd("EXAMINE INBOX"); err != nil {
+		t.Errorf("EXAMINE (read-only) of alice's INBOX: %v", err)
+	}
+
+	after := snapshot(t, e.Backing)
+	changed := 0
+	for p, v := range after {
+		if before[p] == v {
+			continue
+		}
+		changed++
+		if c := cl.Classify("root/" + p); c.Kind == mfs.KindAccount && c.Account == "alice" {
+			t.Errorf("alice's %s changed while she is a replica: %s -> %s", p, before[p], v)
+		}
+	}
+	for p := range before {
+		if _, ok := after[p]; !ok {
+			if c := cl.Classify("root/" + p); c.Kind == mfs.KindAccount && c.Account == "alice" {
+				t.Errorf("alice's %s removed while she is a replica", p)
+			}
+		}
+	}
+	if changed == 0 {
+		t.Errorf("nothing changed: bob's delivery did not happen?")
+	}
+	for _, r := range rec.Records() {
+		if r.Account == "alice" {
+			t.Errorf("record for replica alice: %s", recString(r))
+		}
+	}
 }

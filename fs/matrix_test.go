@@ -1,19 +1,23 @@
 package fs_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	mfs "mreplfs/fs"
 	"mreplfs/fs/mounttest"
 	"mreplfs/journal"
 	"mreplfs/rolemap"
@@ -320,4 +324,48 @@ func diffSnap(a, b map[string]string) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, "\n")
+}
+
+// countHandler counts slog records at warn level and above by message.
+type countHandler struct {
+	mu   sync.Mutex
+	msgs map[string][]string // message -> "account op path" of each
+}
+
+func (h *countHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	var attrs []string
+	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a.Key+"="+a.Value.String()); return true })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.msgs[r.Message] = append(h.msgs[r.Message], strings.Join(attrs, " "))
+	return nil
+}
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestRefusalLoggedOncePerAccount: refusals are logged with account, op
+// and path, once per account per interval.
+func TestRefusalLoggedOncePerAccount(t *testing.T) {
+	h := &countHandler{msgs: map[string][]string{}}
+	e := mounttest.Mount(t, mounttest.Options{FS: mfs.Options{Logger: slog.New(h)}})
+	e.Roles.Set("r", rolemap.Replica)
+	setupDir(t, e.Backing, "acct/r")
+	setupDir(t, e.Backing, "acct/u")
+	for range 3 {
+		os.WriteFile(filepath.Join(e.Mnt, "acct/r/f"), []byte("x"), 0o644)
+		unix.Unlink(filepath.Join(e.Mnt, "acct/r/g"))
+	}
+	unix.Mkdir(filepath.Join(e.Mnt, "acct/u/new"), 0o755)
+	h.mu.Lock()
+	got := h.msgs["refused write (EROFS)"]
+	h.mu.Unlock()
+	if len(got) != 2 {
+		t.Fatalf("got %d refusal logs %q, want 2 (one per account)", len(got), got)
+	}
+	for i, want := range []string{"account=r role=replica op=open path=spool/acct/r/f", "account=u role=unknown op=mkdir path=spool/acct/u/new"} {
+		if got[i] != want {
+			t.Errorf("log %d: got %q, want %q", i, got[i], want)
+		}
+	}
 }

@@ -37,6 +37,7 @@ var commands = map[string]command{
 	"rolemap":  {"build, query and check the account role map (CDB)", runRolemap},
 	"classify": {"say which account a path of a Cyrus tree belongs to", runClassify},
 	"mount":    {"mount the intercepting filesystem over Cyrus's trees", runMount},
+	"status":   {"show (or reload, forget) a running mount through its control socket", runStatus},
 	"cert":     {"make a test CA and node certificates for the peers' mutual TLS", runCert},
 }
 

@@ -165,6 +165,19 @@ func TestMountLifecycle(t *testing.T) {
 		if err != nil || !rep.OK || len(rep.Status.Trees) != 1 {
 			t.Errorf("status: %+v %v", rep, err)
 		}
+		var out, serr bytes.Buffer
+		if code := run(ctx, []string{"status", "-control", filepath.Join(jdir, "control.sock")}, nil, &out, &serr); code != ExitOK ||
+			!strings.Contains(out.String(), mnt) {
+			t.Errorf("mreplfs status: exit %d, %q %q", code, out.String(), serr.String())
+		}
+		out.Reset()
+		if code := run(ctx, []string{"status", "-control", filepath.Join(jdir, "control.sock"), "-forget-account", "alice"}, nil, &out, &serr); code != ExitOK {
+			t.Errorf("mreplfs status -forget-account: exit %d, %q", code, serr.String())
+		}
+		if code := run(ctx, []string{"status", "-control", filepath.Join(jdir, "control.sock"), "-reload"}, nil, &out, &serr); code != ExitFailure ||
+			!strings.Contains(serr.String(), "no reloadable role map") {
+			t.Errorf("mreplfs status -reload with roles_all: exit %d, %q", code, serr.String())
+		}
 		cancel()
 		select {
 		case code := <-done:
@@ -335,4 +348,52 @@ func TestMountStale(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("remount after fix: %v", err)
 	}
+}
+
+// TestMountRoles: a mount with a real CDB role map: master alice is
+// journaled, replica bob refused, and a rebuilt map is picked up by
+// "status -reload".
+func TestMountRoles(t *testing.T) {
+	mounttest.RequireRoot(t)
+	args, backing, mnt, jdir := mountArgs(t)
+	dir := filepath.Dir(backing)
+	src, cdb := filepath.Join(dir, "roles.txt"), filepath.Join(dir, "roles.cdb")
+	build := func(text string) {
+		t.Helper()
+		os.WriteFile(src, []byte(text), 0o644)
+		var serr bytes.Buffer
+		if code := run(context.Background(), []string{"rolemap", "build", src, cdb}, nil, &bytes.Buffer{}, &serr); code != 0 {
+			t.Fatalf("rolemap build: %d %s", code, serr.String())
+		}
+	}
+	build("alice master peer:1 1\nbob replica peer:1 1\n")
+	args[3], args[4] = "-roles", cdb
+	args = append(args, "-control", filepath.Join(dir, "ctl.sock"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := startMountProcess(t, args)
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("mount exit: %v", err)
+		}
+	}()
+	write := func(user string) error {
+		return os.WriteFile(filepath.Join(mnt, "quota/a", "user."+user), []byte("q\n"), 0o600)
+	}
+	if err := write("alice"); err != nil {
+		t.Errorf("master alice: %v", err)
+	}
+	if err := write("bob"); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("replica bob: %v, want EROFS", err)
+	}
+	build("alice master peer:1 1\nbob master peer:1 2\n")
+	var serr bytes.Buffer
+	if code := run(ctx, []string{"status", "-control", filepath.Join(dir, "ctl.sock"), "-reload"}, nil, &bytes.Buffer{}, &serr); code != 0 {
+		t.Fatalf("status -reload: %d %s", code, serr.String())
+	}
+	if err := write("bob"); err != nil {
+		t.Errorf("bob after promotion to master: %v", err)
+	}
+	_ = jdir
 }

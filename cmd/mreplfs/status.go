@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"mreplfs/fs"
+)
+
+const statusSynopsis = `-control SOCKET [-reload | -forget-account ACCOUNT]
+
+Ask a running "mreplfs mount" (through its control socket, JOURNAL/control.sock
+by default) for its state and print it as JSON. -reload makes it reload the
+role map; -forget-account drops every kernel-cached name and page of an
+account (after its files were changed in the backing tree).
+
+Exit status: 0 on success, 1 when the mount cannot be reached or refuses.`
+
+func runStatus(ctx context.Context, e *env, args []string) error {
+	fl := newFlagSet(e, "status", statusSynopsis)
+	sock := fl.String("control", "", "the mount's control socket")
+	reload := fl.Bool("reload", false, "reload the role map")
+	forget := fl.String("forget-account", "", "forget the cached paths of this account")
+	timeout := fl.Duration("timeout", 10*time.Second, "give up after this long")
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usagef("%v", err)
+	}
+	if *sock == "" {
+		return usagef("no -control SOCKET given")
+	}
+	if fl.NArg() > 0 {
+		return usagef("unexpected argument %q", fl.Arg(0))
+	}
+	req := fs.ControlRequest{Cmd: "status"}
+	switch {
+	case *reload && *forget != "":
+		return usagef("give -reload or -forget-account, not both")
+	case *reload:
+		req.Cmd = "reload"
+	case *forget != "":
+		req = fs.ControlRequest{Cmd: "forget", Account: *forget}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	rep, err := fs.ControlCall(ctx, *sock, req)
+	if err != nil {
+		return err
+	}
+	if !rep.OK {
+		return fmt.Errorf("%s: %s", req.Cmd, rep.Error)
+	}
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}

@@ -35,10 +35,11 @@ import (
 //   - By reference: message bodies are found by SHA-256 in the content index
 //     (re-verified before use) and hard-linked, or fetched from the sender.
 type DirApplier struct {
-	trees map[string]*treeRoot
-	st    *stateStore
-	log   *slog.Logger
-	check func(account, tree, rel string) error
+	trees   map[string]*treeRoot
+	st      *stateStore
+	log     *slog.Logger
+	check   func(account, tree, rel string) error
+	observe func(r *journal.Record)
 
 	mu sync.Mutex // one batch at a time
 }
@@ -52,6 +53,9 @@ type ApplierOptions struct {
 	// (or is a new, unowned mailbox directory that will be the account's).
 	// Nil: no ownership check (confinement still applies).
 	CheckPath func(account, tree, rel string) error
+	// Observe, when set, sees every record after it was applied (e.g. to
+	// feed a new cyrus.header to the classifier).
+	Observe func(r *journal.Record)
 }
 
 // BlobFetcher returns the content for hash from the sender (a Need/Blob
@@ -76,7 +80,7 @@ func OpenDirApplier(o ApplierOptions) (*DirApplier, error) {
 	if len(o.Trees) == 0 {
 		return nil, errors.New("peer: applier needs at least one tree")
 	}
-	a := &DirApplier{trees: map[string]*treeRoot{}, log: o.Logger, check: o.CheckPath}
+	a := &DirApplier{trees: map[string]*treeRoot{}, log: o.Logger, check: o.CheckPath, observe: o.Observe}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -136,6 +140,9 @@ type BatchResult struct {
 	// batch, why: ErrQuarantined/ErrDiverged (quarantined), or a transient
 	// error (I/O, missing body) after which the sender resends from Applied+1.
 	Errors map[string]error
+	// Touched lists, per tree, the paths the batch changed (files, and the
+	// directories whose entries changed): what a mount must forget.
+	Touched map[string][]string
 }
 
 // batch is the work state of one ApplyBatch call.
@@ -227,6 +234,9 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 		}
 		applied[r.Account] = r.LSN
 		epochs[r.Account] = max(ep, r.Epoch)
+		if a.observe != nil {
+			a.observe(r)
+		}
 	}
 	if err := b.flush(); err != nil {
 		// Nothing is persisted: the batch stays in flight and is replayed.
@@ -235,6 +245,7 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 	if err := a.st.putHashes(b.hashes); err != nil {
 		a.log.Warn("content index update failed", "err", err)
 	}
+	res.Touched = b.touched()
 
 	// 3. Persist positions (the files are already fsynced by flush).
 	err = a.st.update(func(get func(string) AccountPos, put func(string, AccountPos)) {
@@ -279,7 +290,26 @@ func (b *batch) init() {
 	b.hashes = map[[32]byte]hashRef{}
 }
 
-// flush fsyncs the files and directories the record touched.
+// touched lists the changed paths per tree: files, and for directory
+// changes the changed entry itself (its parent's listing changed too).
+func (b *batch) touched() map[string][]string {
+	out := map[string][]string{}
+	seen := map[[2]string]bool{}
+	for _, m := range []map[[2]string]bool{b.files, b.dirs} {
+		for k := range m {
+			if !seen[k] {
+				seen[k] = true
+				out[k[0]] = append(out[k[0]], k[1])
+			}
+		}
+	}
+	for _, v := range out {
+		sort.Strings(v)
+	}
+	return out
+}
+
+// flush fsyncs the files and directories the batch touched.
 func (b *batch) flush() error {
 	for k := range b.files {
 		t := b.a.trees[k[0]]

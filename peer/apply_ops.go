@@ -458,7 +458,8 @@ func (b *batch) rename(t *treeRoot, r *journal.Record, replay bool) error {
 		return err
 	}
 	defer dd.Close()
-	err = unix.Renameat(int(sd.Fd()), sbase, int(dd.Fd()), dbase)
+	// Flags carries renameat2's flags (RENAME_EXCHANGE, RENAME_NOREPLACE).
+	err = unix.Renameat2(int(sd.Fd()), sbase, int(dd.Fd()), dbase, uint(r.Flags))
 	if err == unix.ENOENT {
 		if replay {
 			return nil

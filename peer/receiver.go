@@ -34,9 +34,9 @@ type Receiver struct {
 	Logger   *slog.Logger
 	// FetchTimeout bounds the wait for a body the receiver asked for.
 	FetchTimeout time.Duration
-	// OnApplied, when set, is called after each batch with the positions
-	// (e.g. to invalidate the mount's caches of those accounts).
-	OnApplied func(accounts []string)
+	// OnApplied, when set, is called after each batch with the paths it
+	// changed per tree (to make the mount forget cached names and pages).
+	OnApplied func(touched map[string][]string)
 }
 
 func (r *Receiver) logger() *slog.Logger {
@@ -287,10 +287,8 @@ func (s *session) applyLoop(ctx context.Context, batches <-chan [][]byte) error 
 			return err
 		}
 		ack := Ack{}
-		accts := make([]string, 0, len(res.Positions))
 		for a, p := range res.Positions {
 			ack.Positions = append(ack.Positions, Position{Account: a, Applied: uint64(p.Applied), State: p.State})
-			accts = append(accts, a)
 			if p.State != StateOK {
 				delete(s.allowed, a)
 			}
@@ -306,8 +304,8 @@ func (s *session) applyLoop(ctx context.Context, batches <-chan [][]byte) error 
 				delete(s.allowed, a)
 			}
 		}
-		if s.r.OnApplied != nil {
-			s.r.OnApplied(accts)
+		if s.r.OnApplied != nil && len(res.Touched) > 0 {
+			s.r.OnApplied(res.Touched)
 		}
 		if err := s.send(MsgAck, MarshalAck(ack)); err != nil {
 			return err

@@ -62,7 +62,10 @@ func testLogger(t *testing.T) *slog.Logger {
 
 type tWriter struct{ t *testing.T }
 
-func (w tWriter) Write(b []byte) (int, error) { w.t.Log(strings.TrimSpace(string(b))); return len(b), nil }
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
 
 func (m *master) append(r journal.Record) {
 	m.t.Helper()
@@ -325,7 +328,9 @@ func (p *pair) waitApplied(t *testing.T, timeout time.Duration) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want[rec.Account] = rec.LSN
+		if !strings.HasPrefix(rec.Account, pendingPrefix) {
+			want[rec.Account] = rec.LSN
+		}
 	}
 	deadline := time.Now().Add(timeout)
 	for {
@@ -556,5 +561,45 @@ func TestBailOutOnDivergence(t *testing.T) {
 	b, _ := os.ReadFile(idx)
 	if !strings.HasSuffix(string(b), "local change") {
 		t.Fatal("the diverged replica file was written over")
+	}
+}
+
+// TestPendingMailboxAttributed: records of a new uuid mailbox journaled
+// before its owner was known ("pending:<id>") are shipped under the owner
+// once its cyrus.header record arrives, and hold the consumer position
+// until then.
+func TestPendingMailboxAttributed(t *testing.T) {
+	p := newPair(t, []string{"alice"})
+	s, src := p.sender(t, p.tlsA)
+	run(t, s)
+	const id = "ig5qudig5xhk5lij9pw6dcgx"
+	pend := "pending:" + id
+	dir := "alice/" + id
+	os.MkdirAll(filepath.Join(p.m.tree, "meta", dir), 0o700)
+	p.m.append(journal.Record{Op: journal.OpMkdir, Account: pend, Tree: "meta", Path: dir, Mode: 0o700})
+	p.m.writeAt(pend, "meta", dir+"/cyrus.index", 0, []byte(strings.Repeat("i", 160)))
+	p.m.sync()
+	time.Sleep(300 * time.Millisecond)
+	if got := src.Acked(); got != 0 {
+		t.Fatalf("consumer position moved past unattributed records: %d", got)
+	}
+	if _, err := os.Stat(filepath.Join(p.replica, "meta", dir)); !os.IsNotExist(err) {
+		t.Fatal("pending records were applied before attribution")
+	}
+	hdr := []byte("\241\002\213\015Cyrus mailbox header\n%(T e N user.alice I " + id + ")\n")
+	os.WriteFile(filepath.Join(p.m.tree, "meta", dir, "cyrus.header"), hdr, 0o600)
+	p.m.append(journal.Record{Op: journal.OpReplace, Account: "alice", Tree: "meta", Path: dir + "/cyrus.header",
+		Data: hdr, Size: int64(len(hdr)), Hash: sha256.Sum256(hdr), Mode: 0o600, PrevSize: -1})
+	p.m.sync()
+	p.waitApplied(t, 10*time.Second)
+	if d := diffTrees(t, treeDigest(t, p.m.tree), treeDigest(t, p.replica)); len(d) > 0 {
+		t.Fatalf("replica differs:\n%s", strings.Join(d, "\n"))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for src.Acked() != p.m.lsn && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if src.Acked() != p.m.lsn {
+		t.Fatalf("consumer position %d, want %d", src.Acked(), p.m.lsn)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,12 +104,56 @@ type sconn struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	applied  map[string]uint64      // per account, from Welcome and Acks
-	ok       map[string]bool        // accounts this session ships
-	inflight []inflightRec          // sent, not yet acked, in LSN order
-	readUpTo journal.LSN            // every record ≤ this was read (sent or skipped)
-	err      error                  // the ack reader's end
-	recent   map[[32]byte]time.Time // bodies sent by value on this link
+	applied  map[string]uint64           // per account, from Welcome and Acks
+	ok       map[string]bool             // accounts this session ships
+	inflight []inflightRec               // sent, not yet acked, in LSN order
+	readUpTo journal.LSN                 // every record ≤ this was read (sent or skipped)
+	err      error                       // the ack reader's end
+	recent   map[[32]byte]time.Time      // bodies sent by value on this link
+	pending  map[string][]journal.Record // mailbox id → records held until attributed
+}
+
+// pendingPrefix marks records of a new uuid mailbox whose owner the master
+// did not know yet (fs.PendingAccount).
+const pendingPrefix = "pending:"
+
+// attribute finds held records of a mailbox that r (a record under a real
+// account) lies in, gives them r's account and epoch, and returns those to
+// ship (in LSN order). Called with c.mu held.
+func (c *sconn) attribute(r *journal.Record) []*journal.Record {
+	var out []*journal.Record
+	for id, held := range c.pending {
+		if !inMailbox(r.Path, id) && !inMailbox(r.NewPath, id) {
+			continue
+		}
+		delete(c.pending, id)
+		for i := range c.inflight {
+			if c.inflight[i].account == pendingPrefix+id {
+				c.inflight[i].account = r.Account
+			}
+		}
+		if !c.ok[r.Account] {
+			continue // not for this partner: done
+		}
+		for i := range held {
+			h := held[i]
+			h.Account, h.Epoch = r.Account, r.Epoch
+			out = append(out, &h)
+		}
+	}
+	return out
+}
+
+// inMailbox reports whether path lies in the mailbox directory named id.
+func inMailbox(path, id string) bool {
+	for p := path; p != ""; {
+		var comp string
+		comp, p, _ = strings.Cut(p, "/")
+		if comp == id {
+			return true
+		}
+	}
+	return false
 }
 
 type inflightRec struct {
@@ -165,7 +210,7 @@ func (s *Sender) session(ctx context.Context) error {
 	defer cancel()
 	go func() { <-ctx.Done(); c.Close() }()
 	s.Stats.Connects.Add(1)
-	sc := &sconn{s: s, c: c, cancel: cancel, w: bufio.NewWriterSize(c, 256<<10), applied: map[string]uint64{}, ok: map[string]bool{}, recent: map[[32]byte]time.Time{}}
+	sc := &sconn{s: s, c: c, cancel: cancel, w: bufio.NewWriterSize(c, 256<<10), applied: map[string]uint64{}, ok: map[string]bool{}, recent: map[[32]byte]time.Time{}, pending: map[string][]journal.Record{}}
 	sc.cond = sync.NewCond(&sc.mu)
 	br := bufio.NewReaderSize(c, 64<<10)
 
@@ -241,35 +286,39 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 			}
 			return fmt.Errorf("read journal at %d: %w", from, err)
 		}
-		var out [][]byte
-		var sent []inflightRec
+		var ship []*journal.Record
 		c.mu.Lock()
 		for i := range recs {
 			r := &recs[i]
 			from = r.LSN + 1
+			if id, ok := strings.CutPrefix(r.Account, pendingPrefix); ok {
+				// A new mailbox whose owner is not known yet: hold its records
+				// (and the consumer position) until its header says whose it is.
+				c.pending[id] = append(c.pending[id], *r)
+				c.inflight = append(c.inflight, inflightRec{r.LSN, r.Account})
+				continue
+			}
+			if len(c.pending) > 0 {
+				for _, p := range c.attribute(r) {
+					ship = append(ship, p)
+				}
+			}
 			if !c.ok[r.Account] || uint64(r.LSN) <= c.applied[r.Account] {
 				continue
 			}
-			sent = append(sent, inflightRec{r.LSN, r.Account})
-			out = append(out, nil) // placeholder, encoded below without the lock
+			ship = append(ship, r)
+			c.inflight = append(c.inflight, inflightRec{r.LSN, r.Account})
 		}
-		c.mu.Unlock()
-		j := 0
-		for i := range recs {
-			r := &recs[i]
-			if j < len(sent) && sent[j].lsn == r.LSN {
-				b, err := c.encode(r)
-				if err != nil {
-					return err
-				}
-				out[j] = b
-				j++
-			}
-		}
-		c.mu.Lock()
-		c.inflight = append(c.inflight, sent...)
 		c.readUpTo = from - 1
 		c.mu.Unlock()
+		out := make([][]byte, 0, len(ship))
+		for _, r := range ship {
+			b, err := c.encode(r)
+			if err != nil {
+				return err
+			}
+			out = append(out, b)
+		}
 		if len(out) > 0 {
 			if err := c.send(MsgBatch, MarshalBatch(out)); err != nil {
 				return fmt.Errorf("send batch: %w", err)
@@ -392,6 +441,9 @@ func (c *sconn) advanceAck() {
 	n := 0
 	for n < len(c.inflight) {
 		f := c.inflight[n]
+		if strings.HasPrefix(f.account, pendingPrefix) {
+			break // held until attributed
+		}
 		if uint64(f.lsn) > c.applied[f.account] && c.ok[f.account] {
 			break
 		}

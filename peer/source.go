@@ -8,10 +8,19 @@ import (
 	"mreplfs/journal"
 )
 
-// JournalSource is a Source over an open journal, for one consumer (one
+// Journal is what a JournalSource needs of a journal: *journal.Log in the
+// writing process, or a read-only follower in the peer process.
+type Journal interface {
+	NewReader(from journal.LSN) (*journal.Reader, error)
+	OpenBlob(hash [32]byte) (*os.File, error)
+	Acked(consumer string) (journal.LSN, bool)
+	SetAcked(consumer string, lsn journal.LSN) error
+}
+
+// JournalSource is a Source over a journal, for one consumer (one
 // partner: consumer name "peer:<node>").
 type JournalSource struct {
-	Log      *journal.Log
+	Log      Journal
 	Consumer string
 
 	mu sync.Mutex

@@ -144,7 +144,7 @@ func TestJournalFailureIsEIO(t *testing.T) {
 	e := masterEnv(t)
 	p := filepath.Join(e.Mnt, "acct/a/INBOX/cyrus.cache")
 	must(t, os.WriteFile(p, []byte("x"), 0o600))
-	e.Rec.Err = fmt.Errorf("disk full")
+	e.Rec.SetErr(fmt.Errorf("disk full"))
 	err := os.WriteFile(p, []byte("y"), 0o600)
 	if !errorsIs(err, syscall.EIO) {
 		t.Errorf("got %v, want EIO", err)

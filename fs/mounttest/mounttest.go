@@ -224,7 +224,14 @@ type Recorder struct {
 	synced    journal.LSN
 	syncCalls int
 	blobs     map[[32]byte][]byte
-	Err       error // when set, Append fails with it
+	err       error // when set, Append fails with it
+}
+
+// SetErr makes every later Append fail with err (nil: succeed again).
+func (r *Recorder) SetErr(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.err = err
 }
 
 func NewRecorder() *Recorder { return &Recorder{blobs: map[[32]byte][]byte{}} }
@@ -232,8 +239,8 @@ func NewRecorder() *Recorder { return &Recorder{blobs: map[[32]byte][]byte{}} }
 func (r *Recorder) Append(ctx context.Context, rec *journal.Record) (journal.LSN, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.Err != nil {
-		return 0, r.Err
+	if r.err != nil {
+		return 0, r.err
 	}
 	c := *rec
 	c.Data = append([]byte(nil), rec.Data...)

@@ -58,6 +58,9 @@ func (l *Log) commit() {
 		return
 	}
 	err := l.write(chunks, blobsDirty, al)
+	if err == nil && target > l.Durable() {
+		l.publish(target)
+	}
 	l.mu.Lock()
 	if err != nil {
 		// After a failed write or fdatasync nothing more can be trusted
@@ -122,6 +125,18 @@ func (l *Log) write(chunks []chunk, blobsDirty bool, al *alSnapshot) error {
 		}
 	}
 	return nil
+}
+
+// publish tells Followers that target is durable (committer only). A
+// failure is logged, not fatal: Followers then lag until it works again.
+func (l *Log) publish(target LSN) {
+	err := publishDurable(l.durFile, target)
+	if err != nil && !l.pubFailing {
+		l.log.Warn("journal: followers will lag", "err", err)
+	} else if err == nil && l.pubFailing {
+		l.log.Info("journal: publishing the durable LSN works again")
+	}
+	l.pubFailing = err != nil
 }
 
 func (l *Log) fdatasync() error {

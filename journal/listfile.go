@@ -22,6 +22,11 @@ import (
 //	crc32c <8 hex digits over every byte before this line>
 
 func writeListFile(dir, kind string, lines []string) error {
+	return writeStateFile(dir, kind, kind+".tmp", kind, lines)
+}
+
+// writeStateFile replaces dir/name atomically through dir/tmp.
+func writeStateFile(dir, name, tmpName, kind string, lines []string) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "mreplfs-journal %s v1\n", kind)
 	for _, ln := range lines {
@@ -29,8 +34,8 @@ func writeListFile(dir, kind string, lines []string) error {
 		b.WriteByte('\n')
 	}
 	fmt.Fprintf(&b, "crc32c %08x\n", crc32.Checksum(b.Bytes(), crcTable))
-	path := filepath.Join(dir, kind)
-	tmp := path + ".tmp"
+	path := filepath.Join(dir, name)
+	tmp := filepath.Join(dir, tmpName)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("journal: write %s: %w", kind, err)
@@ -54,7 +59,13 @@ func writeListFile(dir, kind string, lines []string) error {
 
 // readListFile returns the entries of dir/kind; a missing file is no entries.
 func readListFile(dir, kind string) ([]string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, kind))
+	return readStateFile(dir, kind, kind)
+}
+
+// readStateFile returns the entries of dir/name, of the given kind; a
+// missing file is nil, a file without entries a non-nil empty slice.
+func readStateFile(dir, name, kind string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -74,7 +85,7 @@ func readListFile(dir, kind string) ([]string, error) {
 	if !sc.Scan() || sc.Text() != fmt.Sprintf("mreplfs-journal %s v1", kind) {
 		return nil, bad
 	}
-	var out []string
+	out := []string{}
 	for sc.Scan() {
 		out = append(out, sc.Text())
 	}

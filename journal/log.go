@@ -36,6 +36,9 @@ type Options struct {
 	// MaxPending bounds the bytes appended but not yet written; Append
 	// waits for the committer beyond it. Default 16 MiB.
 	MaxPending int
+	// RetainEvery: how often retention re-reads the consumers (a
+	// Follower's acks reach the writer only this way). Default 1 s.
+	RetainEvery time.Duration
 }
 
 func (o *Options) fill() {
@@ -53,6 +56,9 @@ func (o *Options) fill() {
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = 16 << 20
+	}
+	if o.RetainEvery <= 0 {
+		o.RetainEvery = time.Second
 	}
 }
 
@@ -83,10 +89,15 @@ type Log struct {
 	stop    chan struct{}
 	done    chan struct{}
 
+	retainDone chan struct{}
+	ackLock    *ackLock // cross-process lock of consumers.d
+
 	// committer-only state
-	file    *os.File
-	fileOff int64
-	alAt    time.Time // last activity-log expiry pass
+	file       *os.File
+	fileOff    int64
+	alAt       time.Time // last activity-log expiry pass
+	durFile    *os.File  // <dir>/durable, published after every commit
+	pubFailing bool      // publishing the durable LSN fails (logged once)
 
 	mu           sync.Mutex
 	closed       bool
@@ -131,17 +142,23 @@ func Open(dir string, o Options) (*Log, error) {
 	l := &Log{
 		dir: dir, opts: o, log: o.Logger.With("journal", dir), lock: lock,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		durableCh: make(chan struct{}),
+		retainDone: make(chan struct{}), durableCh: make(chan struct{}),
 		blobs:     make(map[[32]byte]*blobRef),
 		episode:   make(map[string]LSN), dirty: make(map[string]LSN),
 		active: make(map[string]*activeAcct), alFile: make(map[string]bool),
 		unclean: make(map[string]bool), acked: make(map[string]LSN),
 	}
-	if err := l.load(false); err != nil {
+	l.ackLock, err = openAckLock(dir)
+	if err != nil {
 		lock.Close()
 		return nil, err
 	}
+	if err := l.load(false); err != nil {
+		l.closeFiles()
+		return nil, err
+	}
 	go l.run()
+	go l.runRetention()
 	return l, nil
 }
 
@@ -218,14 +235,35 @@ func (l *Log) load(fixCorrupt bool) error {
 		l.file, l.fileOff = f, last.size
 	}
 	l.durable.Store(uint64(l.next - 1))
-	if err := l.loadConsumers(); err != nil {
+	// Followers learn the durable end from here on (and forget a value an
+	// OS crash left behind).
+	if l.durFile, err = openDurable(l.dir); err != nil {
+		return err
+	}
+	if err := publishDurable(l.durFile, l.Durable()); err != nil {
+		return err
+	}
+	if err := migrateConsumers(l.dir); err != nil {
 		return err
 	}
 	if err := l.startActivity(fresh); err != nil {
 		return err
 	}
 	l.gcOrphanBlobs()
-	return l.compact()
+	return l.retain()
+}
+
+// closeFiles closes what Open opened (after a failed load, or at Close).
+func (l *Log) closeFiles() {
+	for _, f := range []*os.File{l.file, l.durFile} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	if l.ackLock != nil {
+		l.ackLock.close()
+	}
+	l.lock.Close()
 }
 
 // scanSegment reads a whole segment, indexing what the Log tracks. On error
@@ -333,11 +371,26 @@ func Repair(dir string, o Options) error {
 		if !errors.As(err, &ce) {
 			return err
 		}
+		last := LSN(0)
+		if len(l.segs) > 0 {
+			last = l.segs[len(l.segs)-1].last
+		}
 		if s == nil || s.size <= segHeaderSize {
 			// Nothing valid in this one: it is evidence as a whole.
-			return l.moveAside(names[i:], ce)
+			if err := l.moveAside(names[i:], ce); err != nil {
+				return err
+			}
+		} else {
+			if err := l.repairAt(name, ce, names[i+1:]); err != nil {
+				return err
+			}
+			if ce.Offset > segHeaderSize { // s.last is the last whole frame before the damage
+				last = s.last
+			}
 		}
-		return l.repairAt(name, ce, names[i+1:])
+		// The log is shorter now: Followers must not wait for, or read,
+		// the records cut off.
+		return writeDurable(dir, last)
 	}
 	return nil
 }
@@ -458,6 +511,7 @@ func (l *Log) Close() error {
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
+	<-l.retainDone
 	l.mu.Lock()
 	err := l.err
 	close(l.durableCh)
@@ -466,10 +520,11 @@ func (l *Log) Close() error {
 	if cerr := l.file.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("journal: close: %w", cerr)
 	}
+	l.file = nil
 	if err == nil {
 		err = l.markClean()
 	}
-	l.lock.Close()
+	l.closeFiles()
 	return err
 }
 

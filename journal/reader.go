@@ -13,9 +13,34 @@ import (
 // blocks at the end until more become durable. Not safe for concurrent use;
 // any number of Readers may run at once.
 type Reader struct {
-	l    *Log
+	l    view
 	next LSN
 	scan *segScan
+}
+
+// view is what a Reader needs of a journal: the writer's Log, or a Follower
+// in another process.
+type view interface {
+	Durable() LSN
+	// waitCh returns a channel closed when Durable may have advanced, or
+	// an error when it never will (closed).
+	waitCh() (<-chan struct{}, error)
+	// segmentFor names the segment holding lsn (ErrCompacted when removed).
+	segmentFor(lsn LSN) (string, error)
+	directory() string
+}
+
+func (l *Log) directory() string { return l.dir }
+
+func (l *Log) segmentFor(lsn LSN) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	segs := l.segs
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].first > lsn }) - 1
+	if i < 0 {
+		return "", fmt.Errorf("%w: LSN %d", ErrCompacted, lsn)
+	}
+	return segName(segs[i].first), nil
 }
 
 // NewReader returns a Reader whose first record is from (0 means the oldest
@@ -93,8 +118,12 @@ func (r *Reader) read() (Record, error) {
 		name, off := r.scan.name, r.scan.off
 		r.scan.Close()
 		r.scan = nil
-		if err == io.EOF && attempt == 0 {
-			// r.next is durable but not here: it starts the next segment.
+		if attempt == 0 && (err == io.EOF || errors.As(err, new(*CorruptError))) {
+			// EOF: r.next is durable but not here, it starts the next
+			// segment. Damage: read once more from a fresh open, for a
+			// Follower may have buffered bytes past the durable end that a
+			// restarted writer has since cut (a torn tail) and rewritten;
+			// real damage is found again.
 			continue
 		}
 		if err == io.EOF {
@@ -112,16 +141,11 @@ func (r *Reader) open() error {
 		r.scan.Close()
 		r.scan = nil
 	}
-	r.l.mu.Lock()
-	segs := r.l.segs
-	i := sort.Search(len(segs), func(i int) bool { return segs[i].first > r.next }) - 1
-	if i < 0 {
-		r.l.mu.Unlock()
-		return fmt.Errorf("%w: LSN %d", ErrCompacted, r.next)
+	name, err := r.l.segmentFor(r.next)
+	if err != nil {
+		return err
 	}
-	name := segName(segs[i].first)
-	r.l.mu.Unlock()
-	s, err := openSegScan(r.l.dir, name)
+	s, err := openSegScan(r.l.directory(), name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: LSN %d", ErrCompacted, r.next)
 	}

@@ -38,6 +38,7 @@ var commands = map[string]command{
 	"classify": {"say which account a path of a Cyrus tree belongs to", runClassify},
 	"mount":    {"mount the intercepting filesystem over Cyrus's trees", runMount},
 	"status":   {"show (or reload, forget) a running mount through its control socket", runStatus},
+	"peer":     {"replicate: ship this server's masters to partners, apply their records here", runPeer},
 	"cert":     {"make a test CA and node certificates for the peers' mutual TLS", runCert},
 }
 

@@ -25,8 +25,10 @@ func isBlobRef(r *Record) bool {
 	return (r.Op == OpMessage || r.Op == OpReplace) && len(r.Data) == 0 && r.Size > 0 && r.Hash != [32]byte{}
 }
 
-func (l *Log) blobPath(hash [32]byte) string {
-	return filepath.Join(l.dir, blobDir, hex.EncodeToString(hash[:]))
+func (l *Log) blobPath(hash [32]byte) string { return blobPath(l.dir, hash) }
+
+func blobPath(dir string, hash [32]byte) string {
+	return filepath.Join(dir, blobDir, hex.EncodeToString(hash[:]))
 }
 
 // PutBlob makes the content of srcPath available as blob hash: a hard link

@@ -28,6 +28,9 @@ var (
 	// ErrFuture: an LSN beyond what the journal holds (e.g. acking a
 	// record that is not durable yet).
 	ErrFuture = errors.New("journal: position beyond the durable end")
+	// ErrNotJournal: OpenFollower on a directory no journal was ever
+	// opened in.
+	ErrNotJournal = errors.New("journal: not a journal directory")
 )
 
 // CorruptError says where damage was found. It unwraps to ErrCorrupt (or

@@ -143,8 +143,8 @@ func Open(dir string, o Options) (*Log, error) {
 		dir: dir, opts: o, log: o.Logger.With("journal", dir), lock: lock,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		retainDone: make(chan struct{}), durableCh: make(chan struct{}),
-		blobs:     make(map[[32]byte]*blobRef),
-		episode:   make(map[string]LSN), dirty: make(map[string]LSN),
+		blobs:   make(map[[32]byte]*blobRef),
+		episode: make(map[string]LSN), dirty: make(map[string]LSN),
 		active: make(map[string]*activeAcct), alFile: make(map[string]bool),
 		unclean: make(map[string]bool), acked: make(map[string]LSN),
 	}

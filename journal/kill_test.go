@@ -24,6 +24,10 @@ func TestMain(m *testing.M) {
 		crashChild(dir)
 		return
 	}
+	if dir := os.Getenv(writerEnv); dir != "" {
+		writerChild(dir, os.Getenv(writerArgsEnv))
+		return
+	}
 	os.Exit(m.Run())
 }
 

@@ -86,3 +86,18 @@ func BenchmarkAppend(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
 }
+
+// BenchmarkPublishDurable: what the commit path pays per commit for
+// Followers (one 12-byte pwrite of <dir>/durable).
+func BenchmarkPublishDurable(b *testing.B) {
+	f, err := openDurable(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	for i := 0; i < b.N; i++ {
+		if err := publishDurable(f, LSN(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,3 @@
+mreplfs-journal consumer v1
+"peer-a" 4242
+crc32c b77a3e70

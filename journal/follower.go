@@ -180,6 +180,10 @@ func sameFile(cur *os.File, path string) bool {
 func (f *Follower) set(v LSN) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.setLocked(v)
+}
+
+func (f *Follower) setLocked(v LSN) {
 	old := LSN(f.durable.Load())
 	if v == old || f.closed {
 		return
@@ -195,12 +199,10 @@ func (f *Follower) set(v LSN) {
 // advance publishes v only when it is ahead (a read outside run).
 func (f *Follower) advance(v LSN) {
 	f.mu.Lock()
-	if v <= LSN(f.durable.Load()) || f.closed {
-		f.mu.Unlock()
-		return
+	defer f.mu.Unlock()
+	if v > LSN(f.durable.Load()) {
+		f.setLocked(v)
 	}
-	f.mu.Unlock()
-	f.set(v)
 }
 
 // Durable returns the highest LSN the writer has published as durable.

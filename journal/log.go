@@ -524,7 +524,9 @@ func (l *Log) Close() error {
 	if err == nil {
 		err = l.markClean()
 	}
+	l.ackMu.Lock() // a SetAcked under way finishes with the ack lock open
 	l.closeFiles()
+	l.ackMu.Unlock()
 	return err
 }
 

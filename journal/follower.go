@@ -48,6 +48,11 @@ type Follower struct {
 // than its writer. dir must hold a journal (ErrNotJournal otherwise); the
 // writer need not be running.
 func OpenFollower(dir string, o FollowerOptions) (*Follower, error) {
+	return openFollower(dir, o, true)
+}
+
+// openFollower: notify false polls only (tests of the fallback).
+func openFollower(dir string, o FollowerOptions, notify bool) (*Follower, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -71,9 +76,11 @@ func OpenFollower(dir string, o FollowerOptions) (*Follower, error) {
 	}
 	f := &Follower{dir: dir, poll: o.Poll, log: o.Logger.With("journal", dir, "follower", true),
 		ch: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
-	f.w, err = newWatcher(dir)
-	if err != nil {
-		f.log.Warn("journal follower: no change notification, polling", "every", o.Poll, "err", err)
+	if notify {
+		f.w, err = newWatcher(dir)
+		if err != nil {
+			f.log.Warn("journal follower: no change notification, polling", "every", o.Poll, "err", err)
+		}
 	}
 	if v, ok := readDurableFile(dir); ok {
 		f.durable.Store(uint64(v))

@@ -224,6 +224,39 @@ func TestFollowerNeverBeyondDurable(t *testing.T) {
 	}
 }
 
+// TestFollowerPollOnly: without inotify the Follower still follows, by
+// polling the durable file.
+func TestFollowerPollOnly(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{SegmentSize: 1024})
+	defer l.Close()
+	f, err := openFollower(dir, FollowerOptions{Logger: testLogger(t), Poll: 5 * time.Millisecond}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rd, err := f.NewReader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var got []Record
+	for i := 0; i < 50; i += 10 {
+		appendN(t, l, i, 10)
+		l.Sync(ctx, LSN(i+10))
+		for rd.Position() <= LSN(i+10) {
+			r, err := rd.Next(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, r)
+		}
+	}
+	checkRecords(t, got, 1, 0, 50)
+}
+
 // TestFollowerNoDurableFile: a journal whose writer has not published yet
 // (the file is missing) is followed from the moment it appears.
 func TestFollowerNoDurableFile(t *testing.T) {

@@ -397,3 +397,35 @@ func TestMountRoles(t *testing.T) {
 	}
 	_ = jdir
 }
+
+// TestMountNotifyPID: -notify-pid gets SIGUSR1 once the mount is ready.
+func TestMountNotifyPID(t *testing.T) {
+	mounttest.RequireRoot(t)
+	args, _, mnt, _ := mountArgs(t)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run(ctx, append(args, "-notify-pid", fmt.Sprint(os.Getpid())), nil, &bytes.Buffer{}, &stderr)
+	}()
+	select {
+	case <-usr1:
+	case code := <-done:
+		cancel()
+		t.Fatalf("mount exited %d before notifying: %s", code, stderr.String())
+	case <-time.After(20 * time.Second):
+		cancel()
+		<-done
+		t.Fatalf("no SIGUSR1; stderr:\n%s", stderr.String())
+	}
+	if !isMounted(t, mnt) {
+		t.Errorf("SIGUSR1 before the mount was up")
+	}
+	cancel()
+	if code := <-done; code != ExitOK {
+		t.Errorf("exit %d: %s", code, stderr.String())
+	}
+}

@@ -21,7 +21,8 @@ import (
 // Source is the sender's view of the local journal.
 type Source interface {
 	// Records returns up to max durable records with LSN ≥ from, in order,
-	// waiting until there is at least one or ctx is done.
+	// as journaled (not coalesced), waiting until there is at least one or
+	// ctx is done.
 	Records(ctx context.Context, from journal.LSN, max int) ([]journal.Record, error)
 	// OpenBlob opens the stored body of a message record by its hash.
 	OpenBlob(hash [32]byte) (*os.File, error)
@@ -311,9 +312,14 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 		}
 		c.readUpTo = from - 1
 		c.mu.Unlock()
-		out := make([][]byte, 0, len(ship))
-		for _, r := range ship {
-			b, err := c.encode(r)
+		batch := make([]journal.Record, len(ship))
+		for i, r := range ship {
+			batch[i] = *r
+		}
+		batch = journal.Coalesce(batch)
+		out := make([][]byte, 0, len(batch))
+		for i := range batch {
+			b, err := c.encode(&batch[i])
 			if err != nil {
 				return err
 			}

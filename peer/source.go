@@ -43,7 +43,26 @@ func (j *JournalSource) Records(ctx context.Context, from journal.LSN, max int) 
 		}
 		j.r = r
 	}
-	return j.r.NextBatch(ctx, max)
+	// Raw records: the sender drops what the partner already applied and
+	// only then coalesces (journal.Coalesce), so a merged write never spans
+	// records on both sides of an account's applied position.
+	first, err := j.r.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []journal.Record{first}
+	size := len(first.Data)
+	done, cancel := context.WithCancel(ctx)
+	cancel() // what is durable now, without waiting for more
+	for len(out) < max && size < 4<<20 {
+		r, err := j.r.Next(done)
+		if err != nil {
+			break
+		}
+		out = append(out, r)
+		size += len(r.Data)
+	}
+	return out, nil
 }
 
 // OpenBlob implements Source.

@@ -188,13 +188,12 @@ func runPeer(ctx context.Context, e *env, args []string) error {
 
 // openJournalFollower opens the local mount's journal for reading from this
 // process (the mount writes it).
-// TODO(follower): journal.OpenFollower, so the mount can hold the journal.
-var openJournalFollower = func(dir string, log *slog.Logger) (peer.Journal, func() error, error) {
-	l, err := journal.Open(dir, journal.Options{Logger: log})
+func openJournalFollower(dir string, log *slog.Logger) (peer.Journal, func() error, error) {
+	f, err := journal.OpenFollower(dir, journal.FollowerOptions{Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
-	return l, l.Close, nil
+	return f, f.Close, nil
 }
 
 func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {

@@ -1,0 +1,474 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"mreplfs/fs/mounttest"
+)
+
+// These tests run two "servers" on this machine as real processes: for each,
+// a `mreplfs mount` over its backing trees and a `mreplfs peer`, joined by
+// real TCP with mutual TLS on loopback. Server A masters alice and carol,
+// server B masters bob and dave; each replicates the other's (the original
+// engine's crosswise topology). The load is Cyrus-shaped, written through
+// the mounts in the legacy layout (so no cyrus.header is needed to own a
+// path): a stage file linked into mailboxes, fsync through an O_RDONLY fd,
+// utimensat, cyrus.index/cyrus.cache writes with fsync, quota replaced by
+// rename.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// mreplfsBinary builds the command once per test run.
+func mreplfsBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mreplfs-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "mreplfs")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+var treeNames = []string{"conf", "spool", "meta"}
+
+// server is one side: backing trees, mounts, journal, role map, peer.
+type server struct {
+	t                 *testing.T
+	name, node        string
+	dir               string // everything of this server
+	addr              string
+	mountCmd, peerCmd *exec.Cmd
+	mountLog, peerLog *bytes.Buffer
+}
+
+func (s *server) backing(tree string) string { return filepath.Join(s.dir, "backing", tree) }
+func (s *server) mnt(tree string) string     { return filepath.Join(s.dir, "mnt", tree) }
+func (s *server) journal() string            { return filepath.Join(s.dir, "journal") }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// newServerPair makes A and B with crosswise roles, certificates and
+// configs, and starts both mounts and both peers.
+func newServerPair(t *testing.T) (a, b *server) {
+	t.Helper()
+	mounttest.RequireRoot(t)
+	bin := mreplfsBinary(t)
+	root := t.TempDir()
+	certs := filepath.Join(root, "certs")
+	mustRun(t, bin, "cert", "ca", "-dir", certs)
+	a = &server{t: t, name: "A", node: "srv-a", dir: filepath.Join(root, "A"), addr: freeAddr(t)}
+	b = &server{t: t, name: "B", node: "srv-b", dir: filepath.Join(root, "B"), addr: freeAddr(t)}
+	for _, s := range []*server{a, b} {
+		mustRun(t, bin, "cert", "node", "-dir", certs, "-name", s.node, "-host", "127.0.0.1")
+		for _, tr := range treeNames {
+			for _, d := range []string{s.backing(tr), s.mnt(tr)} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	roles := func(self, other *server, mine, theirs []string) string {
+		var sb strings.Builder
+		for _, acct := range mine {
+			fmt.Fprintf(&sb, "%s master %s 1\n", acct, other.addr)
+		}
+		for _, acct := range theirs {
+			fmt.Fprintf(&sb, "%s replica %s 1\n", acct, other.addr)
+		}
+		txt := filepath.Join(self.dir, "roles.txt")
+		os.WriteFile(txt, []byte(sb.String()), 0o644)
+		cdb := filepath.Join(self.dir, "roles.cdb")
+		mustRun(t, bin, "rolemap", "build", txt, cdb)
+		return cdb
+	}
+	cfgs := map[*server][2]string{}
+	for _, p := range [][2]*server{{a, b}, {b, a}} {
+		self, other := p[0], p[1]
+		mine, theirs := []string{"alice", "carol"}, []string{"bob", "dave"}
+		if self == b {
+			mine, theirs = theirs, mine
+		}
+		cdb := roles(self, other, mine, theirs)
+		var mc, pc strings.Builder
+		for _, tr := range treeNames {
+			fmt.Fprintf(&mc, "tree: %s=%s:%s\n", tr, self.backing(tr), self.mnt(tr))
+			fmt.Fprintf(&pc, "tree: %s=%s\n", tr, self.backing(tr))
+		}
+		fmt.Fprintf(&mc, "roles: %s\njournal: %s\nrolemap_poll: 100ms\n", cdb, self.journal())
+		fmt.Fprintf(&pc, "node: %s\nlisten: %s\npartner: %s=%s\nroles: %s\njournal: %s\nstate: %s\n",
+			self.node, self.addr, other.node, other.addr, cdb, self.journal(), filepath.Join(self.dir, "peer"))
+		fmt.Fprintf(&pc, "tls_cert: %s\ntls_key: %s\ntls_ca: %s\n",
+			filepath.Join(certs, self.node+".crt"), filepath.Join(certs, self.node+".key"), filepath.Join(certs, "ca.crt"))
+		mcfg, pcfg := filepath.Join(self.dir, "mount.conf"), filepath.Join(self.dir, "peer.conf")
+		os.WriteFile(mcfg, []byte(mc.String()), 0o644)
+		os.WriteFile(pcfg, []byte(pc.String()), 0o644)
+		cfgs[self] = [2]string{mcfg, pcfg}
+	}
+	for _, s := range []*server{a, b} {
+		s.startMount(cfgs[s][0])
+	}
+	for _, s := range []*server{a, b} {
+		s.startPeer(cfgs[s][1])
+	}
+	return a, b
+}
+
+func mustRun(t *testing.T, bin string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+		t.Fatalf("mreplfs %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func (s *server) startMount(cfg string) {
+	t := s.t
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mountLog = &bytes.Buffer{}
+	cmd := exec.Command(mreplfsBinary(t), "mount", "-config", cfg, "-ready-fd", "3")
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.Stdout, cmd.Stderr = s.mountLog, s.mountLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	line := make([]byte, 6)
+	pr.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err = pr.Read(line)
+	pr.Close()
+	if string(line) != "ready\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("mount %s not ready: %q %v\n%s", s.name, line, err, s.mountLog)
+	}
+	s.mountCmd = cmd
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		for _, tr := range treeNames {
+			unix.Unmount(s.mnt(tr), unix.MNT_DETACH) // only if the process could not
+		}
+		if t.Failed() {
+			t.Logf("mount %s log:\n%s", s.name, s.mountLog)
+		}
+	})
+}
+
+func (s *server) startPeer(cfg string) {
+	t := s.t
+	s.peerLog = &bytes.Buffer{}
+	cmd := exec.Command(mreplfsBinary(t), "peer", "-config", cfg)
+	cmd.Stdout, cmd.Stderr = s.peerLog, s.peerLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.peerCmd = cmd
+	t.Cleanup(func() {
+		if s.peerCmd == cmd {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("peer %s log:\n%s", s.name, s.peerLog)
+		}
+	})
+}
+
+// killPeer kills the peer process with SIGKILL.
+func (s *server) killPeer() {
+	s.peerCmd.Process.Kill()
+	s.peerCmd.Wait()
+}
+
+// mailbox is a Cyrus legacy-layout mailbox of an account on a server.
+type deliverer struct {
+	t    *testing.T
+	s    *server
+	uids map[string]int
+	n    int
+}
+
+func newDeliverer(t *testing.T, s *server) *deliverer {
+	return &deliverer{t: t, s: s, uids: map[string]int{}}
+}
+
+func (d *deliverer) must(err error) {
+	d.t.Helper()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// deliver does what lmtpd does for one message to the given mailboxes
+// ("alice", "alice/Sent"), through the mount.
+func (d *deliverer) deliver(mailboxes []string, size int) {
+	d.t.Helper()
+	d.n++
+	spool, meta, conf := d.s.mnt("spool"), d.s.mnt("meta"), d.s.mnt("conf")
+	os.MkdirAll(filepath.Join(spool, "stage."), 0o755)
+	stage := filepath.Join(spool, "stage.", fmt.Sprintf("%d-%d-0", os.Getpid(), d.n))
+	body := bytes.Repeat([]byte(fmt.Sprintf("Message-ID: <%d@%s>\r\nline of text %d\r\n", d.n, d.s.name, d.n)), size/20+1)[:size]
+	d.must(os.WriteFile(stage, body, 0o600))
+	for _, mb := range mailboxes {
+		acct := strings.SplitN(mb, "/", 2)[0]
+		rel := "user/" + mb
+		d.uids[mb]++
+		uid := d.uids[mb]
+		dst := filepath.Join(spool, rel, fmt.Sprintf("%d.", uid))
+		if err := os.Link(stage, dst); errors.Is(err, fs.ErrNotExist) {
+			d.must(os.MkdirAll(filepath.Join(spool, rel), 0o700))
+			d.must(os.Link(stage, dst))
+		} else {
+			d.must(err)
+		}
+		f, err := os.Open(dst)
+		d.must(err)
+		d.must(f.Sync())
+		f.Close()
+		mt := time.Unix(1796000000+int64(d.n), 0)
+		d.must(os.Chtimes(dst, mt, mt))
+		// cyrus.cache append, cyrus.index record + header, fsync.
+		d.must(os.MkdirAll(filepath.Join(meta, rel), 0o700))
+		cache, err := os.OpenFile(filepath.Join(meta, rel, "cyrus.cache"), os.O_RDWR|os.O_CREATE, 0o600)
+		d.must(err)
+		st, _ := cache.Stat()
+		_, err = cache.WriteAt(bytes.Repeat([]byte{'c'}, 300), st.Size())
+		d.must(err)
+		d.must(cache.Sync())
+		cache.Close()
+		idx, err := os.OpenFile(filepath.Join(meta, rel, "cyrus.index"), os.O_RDWR|os.O_CREATE, 0o600)
+		d.must(err)
+		rec := make([]byte, 112)
+		copy(rec, fmt.Sprintf("uid %d size %d", uid, size))
+		_, err = idx.WriteAt(rec, 160+int64(uid-1)*112)
+		d.must(err)
+		_, err = idx.WriteAt([]byte(fmt.Sprintf("%-160s", fmt.Sprintf("exists %d", uid))), 0)
+		d.must(err)
+		d.must(idx.Sync())
+		idx.Close()
+		// quota: write .NEW, fsync, rename over the live file.
+		qdir := filepath.Join(conf, "quota", acct[:1])
+		d.must(os.MkdirAll(qdir, 0o700))
+		q := filepath.Join(qdir, "user."+acct)
+		d.must(os.WriteFile(q+".NEW", []byte(fmt.Sprintf("%%(S (%d 100000) M (%d))\n", d.n*size, d.n)), 0o600))
+		nf, err := os.Open(q + ".NEW")
+		d.must(err)
+		d.must(nf.Sync())
+		nf.Close()
+		d.must(os.Rename(q+".NEW", q))
+	}
+	d.must(os.Remove(stage))
+}
+
+// accountDigest hashes every file and directory of an account in the backing
+// trees of s (legacy layout: user/<acct>, quota/<h>/user.<acct>).
+func accountDigest(t *testing.T, s *server, acct string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	add := func(tree, root string) {
+		base := s.backing(tree)
+		filepath.WalkDir(filepath.Join(base, root), func(p string, de fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				return err
+			}
+			rel, _ := filepath.Rel(base, p)
+			fi, err := os.Lstat(p)
+			if err != nil {
+				return nil
+			}
+			if fi.IsDir() {
+				out[tree+"/"+rel] = fmt.Sprintf("dir %o", fi.Mode().Perm())
+				return nil
+			}
+			b, _ := os.ReadFile(p)
+			v := fmt.Sprintf("file %o %d %x", fi.Mode().Perm(), fi.Size(), sha256.Sum256(b))
+			if strings.HasSuffix(rel, ".") {
+				v += fmt.Sprintf(" mtime %d", fi.ModTime().UnixNano())
+			}
+			out[tree+"/"+rel] = v
+			return nil
+		})
+	}
+	add("spool", "user/"+acct)
+	add("meta", "user/"+acct)
+	add("conf", "quota/"+acct[:1]+"/user."+acct)
+	return out
+}
+
+func digestDiff(a, b map[string]string) []string {
+	var d []string
+	for k, v := range a {
+		if b[k] != v {
+			d = append(d, fmt.Sprintf("%s: master %q, replica %q", k, v, b[k]))
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			d = append(d, k+": only on the replica")
+		}
+	}
+	sort.Strings(d)
+	return d
+}
+
+// waitReplicated waits until every account's replica equals its master.
+func waitReplicated(t *testing.T, timeout time.Duration, pairs ...[2]any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var bad []string
+		for _, p := range pairs {
+			acct := p[0].(string)
+			m, r := p[1].(*server), otherOf(p[1].(*server))
+			dm := accountDigest(t, m, acct)
+			if len(dm) == 0 {
+				bad = append(bad, acct+": master has nothing")
+				continue
+			}
+			if d := digestDiff(dm, accountDigest(t, r, acct)); len(d) > 0 {
+				bad = append(bad, fmt.Sprintf("%s (%d differences, first: %s)", acct, len(d), d[0]))
+			}
+		}
+		if len(bad) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas did not converge in %v:\n%s", timeout, strings.Join(bad, "\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var pairOf = map[*server]*server{}
+
+func otherOf(s *server) *server { return pairOf[s] }
+
+// TestTwoServersCrosswise: both servers master half the accounts and take
+// a Cyrus-shaped load at once; every replica ends byte-identical to its
+// master, readers through the replica's mount see the replicated bytes, and
+// a write to a replica account through the mount is refused (EROFS).
+func TestTwoServersCrosswise(t *testing.T) {
+	a, b := newServerPair(t)
+	pairOf[a], pairOf[b] = b, a
+	da, db := newDeliverer(t, a), newDeliverer(t, b)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 40; i++ {
+			mbs := []string{"alice"}
+			if i%4 == 0 {
+				mbs = []string{"alice", "alice/Sent", "carol"}
+			}
+			da.deliver(mbs, 2000+i*300)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 40; i++ {
+			mbs := []string{"bob"}
+			if i%3 == 0 {
+				mbs = []string{"bob", "dave"}
+			}
+			db.deliver(mbs, 1500+i*250)
+		}
+	}()
+	wg.Wait()
+	waitReplicated(t, 60*time.Second, [2]any{"alice", a}, [2]any{"carol", a}, [2]any{"bob", b}, [2]any{"dave", b})
+
+	// The replica's mount shows the replicated content (no stale cache).
+	want, err := os.ReadFile(filepath.Join(a.backing("meta"), "user/alice/cyrus.index"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(b.mnt("meta"), "user/alice/cyrus.index"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("alice's index through B's mount: %d bytes, err %v; want %d bytes as on A", len(got), err, len(want))
+	}
+	// Writes to a replica account are refused, and change nothing.
+	err = os.WriteFile(filepath.Join(b.mnt("spool"), "user/alice/999."), []byte("x"), 0o600)
+	if !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("write to a replica account on B: got %v, want EROFS", err)
+	}
+	if _, err := os.Stat(filepath.Join(b.backing("spool"), "user/alice/999.")); !os.IsNotExist(err) {
+		t.Fatal("refused write reached B's backing tree")
+	}
+}
+
+// TestPeerKilledMidStream: the peer process of A is killed with SIGKILL
+// while A takes deliveries, then restarted; the replicas converge, nothing
+// lost, nothing applied over (a duplicate apply of a message would be a
+// divergence and quarantine the account).
+func TestPeerKilledMidStream(t *testing.T) {
+	a, b := newServerPair(t)
+	pairOf[a], pairOf[b] = b, a
+	da := newDeliverer(t, a)
+	for i := 0; i < 60; i++ {
+		da.deliver([]string{"alice"}, 3000)
+		if i == 20 {
+			a.killPeer()
+		}
+		if i == 40 {
+			a.startPeer(filepath.Join(a.dir, "peer.conf"))
+		}
+	}
+	waitReplicated(t, 60*time.Second, [2]any{"alice", a})
+	st, err := os.ReadFile(filepath.Join(b.dir, "peer", "status.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(st, []byte(`"State": 1`)) || bytes.Contains(st, []byte(`"State": 2`)) {
+		t.Fatalf("an account was quarantined or needs resync on B:\n%s", st)
+	}
+}

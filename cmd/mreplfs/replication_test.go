@@ -2,15 +2,12 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"mreplfs/bench/cyrusload"
 	"mreplfs/fs/mounttest"
 )
 
@@ -228,138 +226,21 @@ func (s *server) killPeer() {
 	s.peerCmd.Wait()
 }
 
-// mailbox is a Cyrus legacy-layout mailbox of an account on a server.
-type deliverer struct {
-	t    *testing.T
-	s    *server
-	uids map[string]int
-	n    int
+// spool is a server's trees as Cyrus sees them (through the mount).
+func (s *server) spool() cyrusload.Spool {
+	return cyrusload.Spool{Conf: s.mnt("conf"), Spool: s.mnt("spool"), Meta: s.mnt("meta")}
 }
 
-func newDeliverer(t *testing.T, s *server) *deliverer {
-	return &deliverer{t: t, s: s, uids: map[string]int{}}
+// backingSpool is a server's backing trees.
+func (s *server) backingSpool() cyrusload.Spool {
+	return cyrusload.Spool{Conf: s.backing("conf"), Spool: s.backing("spool"), Meta: s.backing("meta")}
 }
 
-func (d *deliverer) must(err error) {
-	d.t.Helper()
-	if err != nil {
-		d.t.Fatal(err)
-	}
-}
-
-// deliver does what lmtpd does for one message to the given mailboxes
-// ("alice", "alice/Sent"), through the mount.
-func (d *deliverer) deliver(mailboxes []string, size int) {
-	d.t.Helper()
-	d.n++
-	spool, meta, conf := d.s.mnt("spool"), d.s.mnt("meta"), d.s.mnt("conf")
-	os.MkdirAll(filepath.Join(spool, "stage."), 0o755)
-	stage := filepath.Join(spool, "stage.", fmt.Sprintf("%d-%d-0", os.Getpid(), d.n))
-	body := bytes.Repeat([]byte(fmt.Sprintf("Message-ID: <%d@%s>\r\nline of text %d\r\n", d.n, d.s.name, d.n)), size/20+1)[:size]
-	d.must(os.WriteFile(stage, body, 0o600))
-	for _, mb := range mailboxes {
-		acct := strings.SplitN(mb, "/", 2)[0]
-		rel := "user/" + mb
-		d.uids[mb]++
-		uid := d.uids[mb]
-		dst := filepath.Join(spool, rel, fmt.Sprintf("%d.", uid))
-		if err := os.Link(stage, dst); errors.Is(err, fs.ErrNotExist) {
-			d.must(os.MkdirAll(filepath.Join(spool, rel), 0o700))
-			d.must(os.Link(stage, dst))
-		} else {
-			d.must(err)
-		}
-		f, err := os.Open(dst)
-		d.must(err)
-		d.must(f.Sync())
-		f.Close()
-		mt := time.Unix(1796000000+int64(d.n), 0)
-		d.must(os.Chtimes(dst, mt, mt))
-		// cyrus.cache append, cyrus.index record + header, fsync.
-		d.must(os.MkdirAll(filepath.Join(meta, rel), 0o700))
-		cache, err := os.OpenFile(filepath.Join(meta, rel, "cyrus.cache"), os.O_RDWR|os.O_CREATE, 0o600)
-		d.must(err)
-		st, _ := cache.Stat()
-		_, err = cache.WriteAt(bytes.Repeat([]byte{'c'}, 300), st.Size())
-		d.must(err)
-		d.must(cache.Sync())
-		cache.Close()
-		idx, err := os.OpenFile(filepath.Join(meta, rel, "cyrus.index"), os.O_RDWR|os.O_CREATE, 0o600)
-		d.must(err)
-		rec := make([]byte, 112)
-		copy(rec, fmt.Sprintf("uid %d size %d", uid, size))
-		_, err = idx.WriteAt(rec, 160+int64(uid-1)*112)
-		d.must(err)
-		_, err = idx.WriteAt([]byte(fmt.Sprintf("%-160s", fmt.Sprintf("exists %d", uid))), 0)
-		d.must(err)
-		d.must(idx.Sync())
-		idx.Close()
-		// quota: write .NEW, fsync, rename over the live file.
-		qdir := filepath.Join(conf, "quota", acct[:1])
-		d.must(os.MkdirAll(qdir, 0o700))
-		q := filepath.Join(qdir, "user."+acct)
-		d.must(os.WriteFile(q+".NEW", []byte(fmt.Sprintf("%%(S (%d 100000) M (%d))\n", d.n*size, d.n)), 0o600))
-		nf, err := os.Open(q + ".NEW")
-		d.must(err)
-		d.must(nf.Sync())
-		nf.Close()
-		d.must(os.Rename(q+".NEW", q))
-	}
-	d.must(os.Remove(stage))
-}
-
-// accountDigest hashes every file and directory of an account in the backing
-// trees of s (legacy layout: user/<acct>, quota/<h>/user.<acct>).
-func accountDigest(t *testing.T, s *server, acct string) map[string]string {
+func deliver(t *testing.T, d *cyrusload.Deliverer, n int, mailboxes []string, size int) {
 	t.Helper()
-	out := map[string]string{}
-	add := func(tree, root string) {
-		base := s.backing(tree)
-		filepath.WalkDir(filepath.Join(base, root), func(p string, de fs.DirEntry, err error) error {
-			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) {
-					return nil
-				}
-				return err
-			}
-			rel, _ := filepath.Rel(base, p)
-			fi, err := os.Lstat(p)
-			if err != nil {
-				return nil
-			}
-			if fi.IsDir() {
-				out[tree+"/"+rel] = fmt.Sprintf("dir %o", fi.Mode().Perm())
-				return nil
-			}
-			b, _ := os.ReadFile(p)
-			v := fmt.Sprintf("file %o %d %x", fi.Mode().Perm(), fi.Size(), sha256.Sum256(b))
-			if strings.HasSuffix(rel, ".") {
-				v += fmt.Sprintf(" mtime %d", fi.ModTime().UnixNano())
-			}
-			out[tree+"/"+rel] = v
-			return nil
-		})
+	if _, err := d.Deliver(mailboxes, cyrusload.Body(n, size, "test")); err != nil {
+		t.Fatal(err)
 	}
-	add("spool", "user/"+acct)
-	add("meta", "user/"+acct)
-	add("conf", "quota/"+acct[:1]+"/user."+acct)
-	return out
-}
-
-func digestDiff(a, b map[string]string) []string {
-	var d []string
-	for k, v := range a {
-		if b[k] != v {
-			d = append(d, fmt.Sprintf("%s: master %q, replica %q", k, v, b[k]))
-		}
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			d = append(d, k+": only on the replica")
-		}
-	}
-	sort.Strings(d)
-	return d
 }
 
 // waitReplicated waits until every account's replica equals its master.
@@ -371,12 +252,19 @@ func waitReplicated(t *testing.T, timeout time.Duration, pairs ...[2]any) {
 		for _, p := range pairs {
 			acct := p[0].(string)
 			m, r := p[1].(*server), otherOf(p[1].(*server))
-			dm := accountDigest(t, m, acct)
+			dm, err := cyrusload.Digest(m.backingSpool(), acct)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if len(dm) == 0 {
 				bad = append(bad, acct+": master has nothing")
 				continue
 			}
-			if d := digestDiff(dm, accountDigest(t, r, acct)); len(d) > 0 {
+			dr, err := cyrusload.Digest(r.backingSpool(), acct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cyrusload.Diff(dm, dr); len(d) > 0 {
 				bad = append(bad, fmt.Sprintf("%s (%d differences, first: %s)", acct, len(d), d[0]))
 			}
 		}
@@ -401,7 +289,7 @@ func otherOf(s *server) *server { return pairOf[s] }
 func TestTwoServersCrosswise(t *testing.T) {
 	a, b := newServerPair(t)
 	pairOf[a], pairOf[b] = b, a
-	da, db := newDeliverer(t, a), newDeliverer(t, b)
+	da, db := cyrusload.New(a.spool()), cyrusload.New(b.spool())
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -411,7 +299,7 @@ func TestTwoServersCrosswise(t *testing.T) {
 			if i%4 == 0 {
 				mbs = []string{"alice", "alice/Sent", "carol"}
 			}
-			da.deliver(mbs, 2000+i*300)
+			deliver(t, da, i, mbs, 2000+i*300)
 		}
 	}()
 	go func() {
@@ -421,7 +309,7 @@ func TestTwoServersCrosswise(t *testing.T) {
 			if i%3 == 0 {
 				mbs = []string{"bob", "dave"}
 			}
-			db.deliver(mbs, 1500+i*250)
+			deliver(t, db, i, mbs, 1500+i*250)
 		}
 	}()
 	wg.Wait()
@@ -453,9 +341,9 @@ func TestTwoServersCrosswise(t *testing.T) {
 func TestPeerKilledMidStream(t *testing.T) {
 	a, b := newServerPair(t)
 	pairOf[a], pairOf[b] = b, a
-	da := newDeliverer(t, a)
+	da := cyrusload.New(a.spool())
 	for i := 0; i < 60; i++ {
-		da.deliver([]string{"alice"}, 3000)
+		deliver(t, da, i, []string{"alice"}, 3000)
 		if i == 20 {
 			a.killPeer()
 		}

@@ -36,7 +36,7 @@ func (b *batch) apply(r *journal.Record, replay bool, setState func(AccountState
 	}
 	switch r.Op {
 	case journal.OpMessage:
-		return b.message(t, r)
+		return b.message(t, r, replay)
 	case journal.OpReplace:
 		return b.replace(t, r, replay)
 	case journal.OpCreate:
@@ -147,7 +147,7 @@ func sameAttrs(t *treeRoot, rel string, r *journal.Record) bool {
 
 // message creates a write-once message file. It must not exist yet, unless it
 // already holds exactly these bytes (a replay, or a retried batch).
-func (b *batch) message(t *treeRoot, r *journal.Record) error {
+func (b *batch) message(t *treeRoot, r *journal.Record, replay bool) error {
 	sum, _, exists, err := hashFile(t, r.Path)
 	if err != nil {
 		return err
@@ -156,7 +156,11 @@ func (b *batch) message(t *treeRoot, r *journal.Record) error {
 		if sum == r.Hash {
 			return nil
 		}
-		return diverged("message file %s/%s exists with other content", t.name, r.Path)
+		if !replay {
+			return diverged("message file %s/%s exists with other content", t.name, r.Path)
+		}
+		// A replay: this applier may have renamed it into place before a
+		// crash lost its unsynced data. Write it again.
 	}
 	data, ref, err := b.content(r)
 	if err != nil {
@@ -180,7 +184,7 @@ func (b *batch) message(t *treeRoot, r *journal.Record) error {
 			return err
 		}
 	}
-	if err := b.writeNew(t, r.Path, data, r, false); err != nil {
+	if err := b.writeNew(t, r.Path, data, r, exists); err != nil {
 		return err
 	}
 	b.hashes[r.Hash] = hashRef{t.name, r.Path}
@@ -234,9 +238,8 @@ func (b *batch) writeNew(t *treeRoot, rel string, data []byte, r *journal.Record
 	if err := setAttrs(int(f.Fd()), r); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
+	// No fsync here: the batch fsyncs every file it touched before it
+	// persists positions (flush), one round for the whole batch.
 	if err := f.Close(); err != nil {
 		return err
 	}
@@ -248,6 +251,7 @@ func (b *batch) writeNew(t *treeRoot, rel string, data []byte, r *journal.Record
 		return &os.LinkError{Op: "rename", Old: tmp, New: t.name + "/" + rel, Err: err}
 	}
 	ok = true
+	b.touchFile(t, rel)
 	b.touchDir(t, rel)
 	return nil
 }

@@ -25,6 +25,11 @@ const (
 	MsgBlob    MsgType = 7
 	MsgPing    MsgType = 8
 	MsgPong    MsgType = 9
+	// Full per-account resync (resync_msg.go).
+	MsgManifest  MsgType = 10
+	MsgWant      MsgType = 11
+	MsgFile      MsgType = 12
+	MsgResyncEnd MsgType = 13
 )
 
 func (t MsgType) String() string {
@@ -47,6 +52,14 @@ func (t MsgType) String() string {
 		return "ping"
 	case MsgPong:
 		return "pong"
+	case MsgManifest:
+		return "manifest"
+	case MsgWant:
+		return "want"
+	case MsgFile:
+		return "file"
+	case MsgResyncEnd:
+		return "resync-end"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -172,7 +185,7 @@ func decodeFrameBody(payload []byte, crc uint32) (MsgType, []byte, error) {
 	if flags&^flagZstd != 0 {
 		return 0, nil, fmt.Errorf("%w: unknown flags %#x", ErrFrame, flags)
 	}
-	if t < MsgHello || t > MsgPong {
+	if t < MsgHello || t > MsgResyncEnd {
 		return 0, nil, fmt.Errorf("%w: unknown message type %d", ErrFrame, uint8(t))
 	}
 	if flags&flagZstd != 0 {

@@ -265,6 +265,20 @@ func (s *session) fetch(ctx context.Context, h [32]byte) ([]byte, error) {
 
 func (s *session) applyLoop(ctx context.Context, batches <-chan [][]byte) error {
 	for raw := range batches {
+		// Under load, apply whatever else has arrived with it in one go: a
+		// batch's cost is mostly its fsyncs and position commits.
+	more:
+		for len(raw) < 8192 {
+			select {
+			case r, ok := <-batches:
+				if !ok {
+					break more
+				}
+				raw = append(raw, r...)
+			default:
+				break more
+			}
+		}
 		recs := make([]journal.Record, 0, len(raw))
 		for _, b := range raw {
 			r, err := DecodeRecord(b)

@@ -32,6 +32,9 @@ type Source interface {
 	// SetAcked persists a new consumer position (the journal may then drop
 	// segments below it).
 	SetAcked(lsn journal.LSN) error
+	// Durable is the highest durable LSN (a full resync records it before
+	// it walks an account).
+	Durable() journal.LSN
 }
 
 // Sender ships the records of the accounts mastered here to one partner.
@@ -48,6 +51,24 @@ type Sender struct {
 	Window   int // records sent and not yet acked, at most (default 8192)
 	Logger   *slog.Logger
 
+	// Full resync (resync_send.go). Without Trees and Walk the sender
+	// cannot resync: accounts that need one are left alone (logged).
+	Trees map[string]string // tree name → this master's backing directory
+	// Walk calls fn for every file, directory and symlink of account in
+	// Trees (rel is relative to the tree, '/'-separated; fi from Lstat).
+	Walk func(account string, fn func(tree, rel string, fi os.FileInfo) error) error
+	// KnownFile, when set, persists the applied position the partner
+	// acknowledged per account: a partner that reports less has lost its
+	// state and is resynced.
+	KnownFile string
+	// ResyncSettle is waited once after the resyncs of a session read the
+	// master's files and before their replay window is closed, so that
+	// every change those reads may have seen is durable in the journal
+	// (default 1.5 s: the journal syncs at least every second).
+	ResyncSettle time.Duration
+	// Progress, when set, is told how each resync goes.
+	Progress func(ResyncProgress)
+
 	Stats SenderStats
 }
 
@@ -59,6 +80,9 @@ type SenderStats struct {
 	BodiesByValue atomic.Int64
 	BodiesByRef   atomic.Int64
 	BlobsServed   atomic.Int64 // bodies sent on a receiver's Need
+	Resyncs       atomic.Int64 // accounts resynced in full
+	ResyncFiles   atomic.Int64 // files sent by a resync (by value or by reference)
+	ResyncBytes   atomic.Int64 // content bytes sent by value by a resync
 	Acked         atomic.Uint64
 	Connected     atomic.Bool
 }

@@ -15,6 +15,7 @@ type Journal interface {
 	OpenBlob(hash [32]byte) (*os.File, error)
 	Acked(consumer string) (journal.LSN, bool)
 	SetAcked(consumer string, lsn journal.LSN) error
+	Durable() journal.LSN
 }
 
 // JournalSource is a Source over a journal, for one consumer (one
@@ -73,6 +74,9 @@ func (j *JournalSource) Acked() journal.LSN {
 	l, _ := j.Log.Acked(j.Consumer)
 	return l
 }
+
+// Durable implements Source.
+func (j *JournalSource) Durable() journal.LSN { return j.Log.Durable() }
 
 // SetAcked implements Source.
 func (j *JournalSource) SetAcked(l journal.LSN) error { return j.Log.SetAcked(j.Consumer, l) }

@@ -39,6 +39,7 @@ var commands = map[string]command{
 	"mount":    {"mount the intercepting filesystem over Cyrus's trees", runMount},
 	"status":   {"show (or reload, forget) a running mount through its control socket", runStatus},
 	"peer":     {"replicate: ship this server's masters to partners, apply their records here", runPeer},
+	"demo":     {"two namespaced servers replicating crosswise, end to end (root)", runDemo},
 	"cert":     {"make a test CA and node certificates for the peers' mutual TLS", runCert},
 }
 

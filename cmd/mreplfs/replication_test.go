@@ -57,7 +57,6 @@ func mreplfsBinary(t *testing.T) string {
 	return binPath
 }
 
-var treeNames = []string{"conf", "spool", "meta"}
 
 // server is one side: backing trees, mounts, journal, role map, peer.
 type server struct {

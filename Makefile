@@ -7,7 +7,7 @@ TESTTMP  ?= /tmp/mreplfs-test
 FUZZTIME ?= 30s
 PKGS     := ./...
 
-.PHONY: all build test race fuzz bench lint unmount-stale clean
+.PHONY: all build test race fuzz bench lint unmount-stale clean demo
 
 all: build
 
@@ -37,6 +37,11 @@ fuzz:
 
 bench: unmount-stale
 	TMPDIR=$(TESTTMP) $(GO) test -run '^$$' -bench . -benchmem -timeout 30m -p 1 $(PKGS)
+
+# The two-server demo (root): namespaces, mounts, peers, load, verification,
+# teardown. See README.md.
+demo: build
+	./bin/mreplfs demo
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

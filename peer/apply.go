@@ -40,6 +40,7 @@ type DirApplier struct {
 	log     *slog.Logger
 	check   func(account, tree, rel string) error
 	observe func(r *journal.Record)
+	walk    func(account string, fn func(tree, rel string, fi os.FileInfo) error) error
 
 	mu sync.Mutex // one batch at a time
 }
@@ -56,6 +57,11 @@ type ApplierOptions struct {
 	// Observe, when set, sees every record after it was applied (e.g. to
 	// feed a new cyrus.header to the classifier).
 	Observe func(r *journal.Record)
+	// Walk, when set, lists the replica's files of an account for a full
+	// resync (rel relative to the tree, fi from Lstat); it must name only
+	// paths that are the account's. Nil: every tree is walked and CheckPath
+	// decides.
+	Walk func(account string, fn func(tree, rel string, fi os.FileInfo) error) error
 }
 
 // BlobFetcher returns the content for hash from the sender (a Need/Blob
@@ -80,7 +86,7 @@ func OpenDirApplier(o ApplierOptions) (*DirApplier, error) {
 	if len(o.Trees) == 0 {
 		return nil, errors.New("peer: applier needs at least one tree")
 	}
-	a := &DirApplier{trees: map[string]*treeRoot{}, log: o.Logger, check: o.CheckPath, observe: o.Observe}
+	a := &DirApplier{trees: map[string]*treeRoot{}, log: o.Logger, check: o.CheckPath, observe: o.Observe, walk: o.Walk}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}

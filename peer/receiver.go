@@ -80,7 +80,12 @@ type session struct {
 	log     *slog.Logger
 	wmu     sync.Mutex
 	w       *bufio.Writer
-	allowed map[string]uint64 // account → epoch accepted in this session
+	amu      sync.Mutex
+	allowed  map[string]uint64 // account → epoch accepted in this session (guarded by amu)
+	admitted map[string]uint64 // account → epoch of every account this node masters for us (resyncable)
+	lists    map[string][]ManifestEntry
+	jobs     map[string]*resyncJob
+	held     map[[32]byte]hashRef // content written or verified by this connection's resyncs
 
 	bmu   sync.Mutex
 	blobs map[[32]byte]chan []byte
@@ -103,7 +108,8 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 	defer cancel()
 	go func() { <-ctx.Done(); c.Close() }()
 
-	s := &session{r: r, conn: c, w: bufio.NewWriterSize(c, 256<<10), blobs: map[[32]byte]chan []byte{}, allowed: map[string]uint64{}}
+	s := &session{r: r, conn: c, w: bufio.NewWriterSize(c, 256<<10), blobs: map[[32]byte]chan []byte{}, allowed: map[string]uint64{},
+		admitted: map[string]uint64{}, lists: map[string][]ManifestEntry{}, jobs: map[string]*resyncJob{}, held: map[[32]byte]hashRef{}}
 	node := ""
 	if tc, ok := c.(*tls.Conn); ok {
 		c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -155,6 +161,7 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 				return fmt.Errorf("read position of %s: %w", ae.Account, err)
 			}
 			pos.Applied, pos.Epoch, state = uint64(p.Applied), p.Epoch, p.State
+			s.admitted[ae.Account] = ae.Epoch
 			if state == StateOK {
 				s.allowed[ae.Account] = ae.Epoch
 			}
@@ -176,6 +183,13 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 	applyErr := make(chan error, 1)
 	go func() { applyErr <- s.applyLoop(ctx, batches) }()
 	defer func() { close(batches) }()
+	defer func() {
+		for _, j := range s.jobs {
+			j.a.mu.Lock()
+			j.abortFile()
+			j.a.mu.Unlock()
+		}
+	}()
 	for {
 		t, body, err := ReadFrame(br, nil)
 		if err != nil {
@@ -213,6 +227,10 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 				return err
 			}
 			if err := s.send(MsgPong, MarshalPing(n)); err != nil {
+				return err
+			}
+		case MsgManifest, MsgFile, MsgResyncEnd:
+			if err := s.resyncFrame(ctx, t, body); err != nil {
 				return err
 			}
 		case MsgRefuse:
@@ -285,7 +303,9 @@ func (s *session) applyLoop(ctx context.Context, batches <-chan [][]byte) error 
 			if err != nil {
 				return err
 			}
+			s.amu.Lock()
 			epoch, ok := s.allowed[r.Account]
+			s.amu.Unlock()
 			if !ok {
 				s.log.Warn("record for an account not accepted in this session dropped", "account", r.Account, "lsn", r.LSN)
 				continue
@@ -301,12 +321,14 @@ func (s *session) applyLoop(ctx context.Context, batches <-chan [][]byte) error 
 			return err
 		}
 		ack := Ack{}
+		s.amu.Lock()
 		for a, p := range res.Positions {
 			ack.Positions = append(ack.Positions, Position{Account: a, Applied: uint64(p.Applied), State: p.State})
 			if p.State != StateOK {
 				delete(s.allowed, a)
 			}
 		}
+		s.amu.Unlock()
 		transient := false
 		for a, e := range res.Errors {
 			s.log.Warn("account stopped in batch", "account", a, "err", e)
@@ -315,7 +337,9 @@ func (s *session) applyLoop(ctx context.Context, batches <-chan [][]byte) error 
 				// not apply over the gap. Drop the connection once acked;
 				// the sender resumes from the persisted positions.
 				transient = true
+				s.amu.Lock()
 				delete(s.allowed, a)
+				s.amu.Unlock()
 			}
 		}
 		if s.r.OnApplied != nil && len(res.Touched) > 0 {

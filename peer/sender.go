@@ -70,6 +70,8 @@ type Sender struct {
 	Progress func(ResyncProgress)
 
 	Stats SenderStats
+
+	known knownStore
 }
 
 // SenderStats are the sender's counters (read with atomic loads).
@@ -226,52 +228,82 @@ func (s *Sender) dial(ctx context.Context) (net.Conn, error) {
 	return c, nil
 }
 
-func (s *Sender) session(ctx context.Context) error {
+// handshake dials the partner, says Hello for accounts and reads its
+// Welcome. The returned context ends the connection when cancelled.
+func (s *Sender) handshake(ctx context.Context, accounts []AccountEpoch) (*sconn, *bufio.Reader, Welcome, context.Context, error) {
 	c, err := s.dial(ctx)
 	if err != nil {
-		return err
+		return nil, nil, Welcome{}, nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	go func() { <-ctx.Done(); c.Close() }()
 	s.Stats.Connects.Add(1)
 	sc := &sconn{s: s, c: c, cancel: cancel, w: bufio.NewWriterSize(c, 256<<10), applied: map[string]uint64{}, ok: map[string]bool{}, recent: map[[32]byte]time.Time{}, pending: map[string][]journal.Record{}}
 	sc.cond = sync.NewCond(&sc.mu)
 	br := bufio.NewReaderSize(c, 64<<10)
-
-	accounts := s.Accounts()
+	fail := func(err error) (*sconn, *bufio.Reader, Welcome, context.Context, error) {
+		cancel()
+		return nil, nil, Welcome{}, nil, err
+	}
 	if err := sc.send(MsgHello, MarshalHello(Hello{Version: Version, Node: s.Node, Accounts: accounts})); err != nil {
-		return fmt.Errorf("send hello: %w", err)
+		return fail(fmt.Errorf("send hello: %w", err))
 	}
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	t, body, err := ReadFrame(br, nil)
 	if err != nil {
-		return fmt.Errorf("read welcome: %w", err)
+		return fail(fmt.Errorf("read welcome: %w", err))
 	}
 	if t == MsgRefuse {
 		reason, _ := UnmarshalRefuse(body)
-		return fmt.Errorf("partner refused: %s", reason)
+		return fail(fmt.Errorf("partner refused: %s", reason))
 	}
 	if t != MsgWelcome {
-		return fmt.Errorf("%w: expected welcome, got %s", ErrFrame, t)
+		return fail(fmt.Errorf("%w: expected welcome, got %s", ErrFrame, t))
 	}
 	w, err := UnmarshalWelcome(body)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	c.SetReadDeadline(time.Time{})
+	return sc, br, w, ctx, nil
+}
+
+func (s *Sender) session(ctx context.Context) error {
+	accounts := s.Accounts()
+	sc, br, w, ctx, err := s.handshake(ctx, accounts)
+	if err != nil {
+		return err
+	}
+	defer sc.cancel()
+	defer s.saveKnown()
 	// Every record at or below the consumer position was applied for every
 	// account this link ships (or was not for it), so an account's applied
-	// may trail it. (A partner that lost its state cannot be told apart yet:
-	// that needs per-account acked positions here; see the issue notes.)
+	// may trail it.
 	from := s.Source.Acked() + 1
+	epochs := map[string]uint64{}
+	for _, a := range accounts {
+		epochs[a.Account] = a.Epoch
+	}
+	var resync []AccountEpoch
 	for _, p := range w.Positions {
+		why := s.needsResync(p)
 		switch {
+		case why != "" && s.canResync():
+			s.logger().Info("account needs a full resync", "account", p.Account, "why", why, "applied", p.Applied)
+			resync = append(resync, AccountEpoch{p.Account, epochs[p.Account]})
 		case p.State != StateOK:
 			s.logger().Warn("partner does not take account", "account", p.Account, "state", p.State.String())
 		default:
+			if why != "" && p.Applied > 0 {
+				s.logger().Warn("account needs a full resync but this sender has no trees to walk", "account", p.Account, "why", why)
+			}
 			sc.ok[p.Account] = true
 			sc.applied[p.Account] = p.Applied
+		}
+	}
+	if len(resync) > 0 {
+		if err := sc.resyncAccounts(ctx, br, resync); err != nil {
+			return fmt.Errorf("resync: %w", err)
 		}
 	}
 	sc.readUpTo = from - 1
@@ -422,18 +454,31 @@ func (c *sconn) readLoop(ctx context.Context, br *bufio.Reader) {
 				fail(err)
 				return
 			}
+			resync := ""
 			c.mu.Lock()
 			for _, p := range a.Positions {
 				if p.Applied > c.applied[p.Account] {
 					c.applied[p.Account] = p.Applied
 				}
+				if p.State == StateOK {
+					c.s.noteKnown(p.Account, p.Applied)
+				}
 				if p.State != StateOK && c.ok[p.Account] {
 					c.ok[p.Account] = false
 					c.s.logger().Error("partner stopped account", "account", p.Account, "state", p.State.String())
+					if p.State == StateResync && c.s.canResync() {
+						resync = p.Account
+					}
 				}
 			}
 			c.mu.Unlock()
 			c.advanceAck()
+			if resync != "" {
+				// A resync runs at session start, before any batch: end this
+				// session; the next one resyncs the account.
+				fail(fmt.Errorf("account %s needs a full resync; reconnecting to do it", resync))
+				return
+			}
 		case MsgNeed:
 			hs, err := UnmarshalNeed(body)
 			if err != nil {

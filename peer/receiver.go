@@ -74,12 +74,12 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 
 // session is one connection's state on the receiving side.
 type session struct {
-	r       *Receiver
-	conn    net.Conn
-	node    string
-	log     *slog.Logger
-	wmu     sync.Mutex
-	w       *bufio.Writer
+	r        *Receiver
+	conn     net.Conn
+	node     string
+	log      *slog.Logger
+	wmu      sync.Mutex
+	w        *bufio.Writer
 	amu      sync.Mutex
 	allowed  map[string]uint64 // account → epoch accepted in this session (guarded by amu)
 	admitted map[string]uint64 // account → epoch of every account this node masters for us (resyncable)

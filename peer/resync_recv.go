@@ -50,12 +50,12 @@ type resyncJob struct {
 	b       *batch
 
 	// the file being received
-	cur  TreePath
-	f    *os.File
-	dir  *os.File
-	tmp  string
-	h    hash.Hash
-	off  uint64
+	cur   TreePath
+	f     *os.File
+	dir   *os.File
+	tmp   string
+	h     hash.Hash
+	off   uint64
 	stats ResyncStats
 }
 

@@ -20,7 +20,6 @@ import (
 	"mreplfs/journal"
 	"mreplfs/peer"
 	"mreplfs/rolemap"
-	"mreplfs/rolemap/classify"
 )
 
 const peerSynopsis = `-config FILE [flags]
@@ -32,7 +31,14 @@ trees and telling the local mount to forget what changed). It is a process of
 its own: killing or restarting it never disturbs the mount or Cyrus.
 
 Settings come from the config file (Cyrus imapd.conf style: "key: value",
-'#' comments; tree and partner may repeat), then flags.`
+'#' comments; tree and partner may repeat), then flags.
+
+An account the partner never received (an existing spool mounted for the
+first time, a new replica), whose journal detail was lost (the journal's
+size limit), or whose replica lost its state is resynced in full by the
+running daemon, while it stays live. -resync ACCOUNT does it on demand (e.g.
+after an admin resolved a quarantine): stop this node's peer daemon first;
+it shows progress on stderr and exits when the account is in sync.`
 
 // peerSettings lists every key of a peer config with its default.
 var peerSettings = []mountSetting{
@@ -161,6 +167,7 @@ func buildPeerConfig(vals map[string][]string) (*peerConfig, error) {
 func runPeer(ctx context.Context, e *env, args []string) error {
 	fset := newFlagSet(e, "peer", peerSynopsis)
 	cfgPath := fset.String("config", "", "config file (required)")
+	resync := fset.String("resync", "", "resync `ACCOUNT` (mastered here) in full to its partner, then exit (the peer daemon must be stopped)")
 	fset.Usage = func() {
 		fmt.Fprintf(e.stderr, "usage: mreplfs peer %s\n\nFlags:\n", peerSynopsis)
 		fset.PrintDefaults()
@@ -182,6 +189,9 @@ func runPeer(ctx context.Context, e *env, args []string) error {
 	cfg, err := buildPeerConfig(vals)
 	if err != nil {
 		return err
+	}
+	if *resync != "" {
+		return resyncNow(ctx, e, cfg, *resync)
 	}
 	return servePeer(ctx, e, cfg)
 }
@@ -233,9 +243,20 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 			if err != nil {
 				return fmt.Errorf("tls: %w", err)
 			}
+			unlock, err := lockSender(cfg.state, n)
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			s := &peer.Sender{Node: cfg.node, Partner: n, Addr: addr, TLS: cli, Window: cfg.window, Logger: log,
-				Source:   &peer.JournalSource{Log: j, Consumer: "peer:" + n},
-				Accounts: func() []peer.AccountEpoch { return mastersFor(cfg.roles, addr, log) }}
+				Source:    &peer.JournalSource{Log: j, Consumer: "peer:" + n},
+				Accounts:  func() []peer.AccountEpoch { return mastersFor(cfg.roles, addr, log) },
+				KnownFile: knownFile(cfg.state, n)}
+			if len(cfg.trees) > 0 {
+				s.Trees, s.Walk = treeDirs(cfg.trees), accountWalker(cfg.trees, log)
+			} else {
+				log.Warn("no tree: settings: accounts needing a full resync cannot be resynced", "partner", n)
+			}
 			senders = append(senders, s)
 			wg.Add(1)
 			go func() { defer wg.Done(); s.Run(ctx) }()
@@ -244,27 +265,11 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 
 	var applier *peer.DirApplier
 	if cfg.listen != "" {
-		trees := map[string]string{}
-		scan := map[string]string{}
-		var roots []string
-		for _, t := range cfg.trees {
-			trees[t.name] = t.backing
-			if isCyrusTree(t.name) {
-				scan[t.name] = t.backing
-				continue
-			}
-			roots = append(roots, t.name)
-			for _, sub := range []string{classify.TreeConf, classify.TreeSpool, classify.TreeMeta, classify.TreeSieve} {
-				scan[sub] = filepath.Join(t.backing, sub)
-			}
-		}
-		cl := classify.New(classify.Options{Logger: log})
-		if err := cl.Scan(scan); err != nil {
-			log.Warn("some cyrus.header files could not be read (their mailboxes stay pending)", "err", err)
-		}
-		cc := fs.CyrusClassifier(cl, roots...)
+		trees := treeDirs(cfg.trees)
+		cc := treeClassifier(cfg.trees, log)
 		applier, err = peer.OpenDirApplier(peer.ApplierOptions{Trees: trees, StateDir: cfg.state, Logger: log,
 			CheckPath: func(account, tree, rel string) error { return checkReplicaPath(cc, account, tree, rel) },
+			Walk:      accountWalker(cfg.trees, log),
 			Observe: func(r *journal.Record) {
 				for _, p := range []string{r.Path, r.NewPath} {
 					if path.Base(p) == "cyrus.header" {

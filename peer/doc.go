@@ -67,6 +67,79 @@
 //	Blob      (7) sender → receiver: hash (32 bytes), byte string content.
 //	Ping      (8) either way: uvarint nonce.   Pong (9): uvarint nonce.
 //
+// Full resync messages (below, "Full resync"):
+//
+//	Manifest  (10) sender → receiver: string account, uvarint epoch,
+//	              uvarint from (P), u8 last (0 or 1: the last chunk of this
+//	              account's listing), list of entries, each:
+//	              u8 type (1 file, 2 directory, 3 symlink), string tree,
+//	              string path, uvarint mode (≤ 07777), uvarint uid,
+//	              uvarint gid, varint size, varint mtime (ns since the
+//	              epoch), uvarint link (0: one name on the master; else the
+//	              same number for every entry naming the same inode), then
+//	              for a file its 32-byte SHA-256, for a symlink string
+//	              target (a directory has nothing more).
+//	Want      (11) receiver → sender: string account, u8 last, list of
+//	              {string tree, string path}: files the receiver lacks or
+//	              holds with other content and cannot make from content it
+//	              holds (content index, or another listed file it has).
+//	File      (12) sender → receiver: string account, string tree, string
+//	              path, uvarint offset, u8 flags (bit 0 last chunk, bit 1 by
+//	              reference, bit 2 gone; others must be 0), 32-byte hash
+//	              (of the whole content: in the last chunk or by reference,
+//	              else zero), byte string data (≤ 4 MiB; empty by reference
+//	              or gone, which are single, last chunks).
+//	ResyncEnd (13) sender → receiver: string account, uvarint from (P),
+//	              uvarint replay_to. The receiver answers with an Ack.
+//
+// # Full resync
+//
+// An account is resynced in full when the journal cannot bring its replica
+// up to date: the receiver never applied anything for it (Welcome applied 0:
+// an existing spool mounted for the first time, a new replica), it asks for
+// one (state 2: the journal recorded only OpDirty at its size limit, or an
+// admin asked), or it reports a position below the one it acknowledged
+// before (it lost its state; the sender keeps the acknowledged position per
+// account in Sender.KnownFile), or on demand (`mreplfs peer -resync
+// ACCOUNT`, Sender.Resync, which also takes a quarantined account: the
+// admin's resolution). The account stays live on the master throughout.
+//
+// Resyncs run at the start of a session, after Welcome and before the first
+// Batch, one account at a time; a resync needed mid-session (an Ack with
+// state 2) ends the session, and the next one resyncs. For each account:
+//
+//  1. The sender records P = the journal's durable position, then walks
+//     the account's files on the master (Sender.Walk: the paths the
+//     classifier gives to the account), hashes them, and sends the listing
+//     in Manifest chunks.
+//  2. The receiver checks every listed path as it checks a record's
+//     (relative, beneath its tree, the account's by CheckPath); one bad path
+//     refuses the whole listing and quarantines the account (it answers an
+//     Ack with state 1 instead of Want). Otherwise it persists state 2
+//     (so a resync cut short is redone), removes the account's files the
+//     master lacks (deepest first, confined), creates directories and
+//     symlinks, gives same-content files the master's attributes, makes
+//     what it can from content it holds (a hard link when the master's file
+//     has several names and the held one has the same attributes, else a
+//     copy), and answers Want for the rest.
+//  3. The sender sends each wanted file as it is now: by reference when
+//     this connection already sent that content, else by value in chunks.
+//     The receiver writes each into a temporary file, checks its hash, sets
+//     the listed attributes, fsyncs and renames it into place.
+//  4. After the last account's files, the sender waits Sender.ResyncSettle
+//     (default 1.5 s: everything the mount changed before is then durable
+//     in the journal; skipped when nothing was read) and sends ResyncEnd
+//     with replay_to = the durable position then. The receiver makes names
+//     the master holds as one inode one inode again, fsyncs, and persists
+//     applied = P, the batch-in-flight mark (replay mode) = replay_to,
+//     state ok; it acks applied = P.
+//  5. Streaming resumes from P+1: records up to replay_to apply in replay
+//     mode (their effect may already be in what the resync copied), so no
+//     change made during the walk is lost and none is taken for divergence.
+//
+// The receiver's own files of the account are listed by
+// ApplierOptions.Walk (the classifier), never by the sender's word.
+//
 // # Evolution
 //
 // The version in Hello/Welcome is the highest the node speaks; both use the

@@ -32,6 +32,15 @@ func samples() map[string]struct {
 	ack := Ack{Positions: []Position{{Account: "alice", Applied: 43, State: StateOK}, {Account: "bob", Applied: 7, State: StateQuarantine}}}
 	big := bytes.Repeat([]byte("Received: from mx.example.org by imap.example.org\r\n"), 40)
 	batch := [][]byte{[]byte("record-one"), {}, big}
+	manifest := Manifest{Account: "alice", Epoch: 3, From: 1 << 33, Last: true, Entries: []ManifestEntry{
+		{Type: EntryDir, Tree: "spool", Path: "user/alice", Mode: 0o700, UID: 96, GID: 8, MTime: 1796000000123456789},
+		{Type: EntryFile, Tree: "spool", Path: "user/alice/1.", Mode: 0o600, UID: 96, GID: 8, Size: 13, MTime: -5, Link: 1, Hash: h},
+		{Type: EntrySymlink, Tree: "meta", Path: "user/alice/latest", Mode: 0o777, Target: "1."},
+	}}
+	want := Want{Account: "alice", Last: false, Paths: []TreePath{{"spool", "user/alice/1."}, {"meta", "user/alice/cyrus.index"}}}
+	file := FileChunk{Account: "alice", Tree: "spool", Path: "user/alice/1.", Offset: 0, Last: true, Hash: h, Data: []byte("hello world\r\n")}
+	fileRef := FileChunk{Account: "alice", Tree: "spool", Path: "user/alice/Sent/1.", Last: true, ByRef: true, Hash: h, Data: []byte{}}
+	end := ResyncEnd{Account: "alice", From: 1 << 33, ReplayTo: 1<<33 + 77}
 	return map[string]struct {
 		t    MsgType
 		body []byte
@@ -46,6 +55,12 @@ func samples() map[string]struct {
 		"blob":    {MsgBlob, MarshalBlob(Blob{Hash: h, Content: []byte("hello world\r\n")}), Blob{Hash: h, Content: []byte("hello world\r\n")}},
 		"ping":    {MsgPing, MarshalPing(1 << 40), uint64(1 << 40)},
 		"pong":    {MsgPong, MarshalPing(0), uint64(0)},
+
+		"manifest":   {MsgManifest, MarshalManifest(manifest), manifest},
+		"want":       {MsgWant, MarshalWant(want), want},
+		"file":       {MsgFile, MarshalFile(file), file},
+		"file-ref":   {MsgFile, MarshalFile(fileRef), fileRef},
+		"resync-end": {MsgResyncEnd, MarshalResyncEnd(end), end},
 	}
 }
 
@@ -68,6 +83,14 @@ func decodeBody(t MsgType, b []byte) (any, error) {
 		return UnmarshalBlob(b)
 	case MsgPing, MsgPong:
 		return UnmarshalPing(t, b)
+	case MsgManifest:
+		return UnmarshalManifest(b)
+	case MsgWant:
+		return UnmarshalWant(b)
+	case MsgFile:
+		return UnmarshalFile(b)
+	case MsgResyncEnd:
+		return UnmarshalResyncEnd(b)
 	}
 	return nil, errors.New("unknown type")
 }
@@ -91,6 +114,14 @@ func marshalAny(t MsgType, v any) []byte {
 		return MarshalBlob(v.(Blob))
 	case MsgPing, MsgPong:
 		return MarshalPing(v.(uint64))
+	case MsgManifest:
+		return MarshalManifest(v.(Manifest))
+	case MsgWant:
+		return MarshalWant(v.(Want))
+	case MsgFile:
+		return MarshalFile(v.(FileChunk))
+	case MsgResyncEnd:
+		return MarshalResyncEnd(v.(ResyncEnd))
 	}
 	return nil
 }
@@ -257,6 +288,15 @@ func TestBadBodies(t *testing.T) {
 		"bad varint":            {MsgPing, []byte{0x80, 0x80}},
 		"empty welcome":         {MsgWelcome, nil},
 		"ack missing state":     {MsgAck, []byte{1, 1, 'a', 5}},
+		"manifest bad type":     {MsgManifest, []byte{1, 'a', 1, 0, 1, 1, 9, 1, 't', 1, 'p', 0, 0, 0, 0, 0, 0}},
+		"manifest bad last":     {MsgManifest, []byte{1, 'a', 1, 0, 7, 0}},
+		"manifest mode":         {MsgManifest, []byte{1, 'a', 1, 0, 1, 1, 2, 1, 't', 1, 'p', 0xff, 0xff, 0x03, 0, 0, 0, 0, 0}},
+		"manifest count":        {MsgManifest, []byte{1, 'a', 1, 0, 1, 0xff, 0xff, 0x3f}},
+		"want short":            {MsgWant, []byte{1, 'a', 1, 2, 1, 't'}},
+		"file bad flags":        {MsgFile, append([]byte{1, 'a', 1, 't', 1, 'p', 0, 0x80}, make([]byte, 33)...)},
+		"file ref with data":    {MsgFile, append(append([]byte{1, 'a', 1, 't', 1, 'p', 0, fileByRef | fileLast}, make([]byte, 32)...), 1, 'x')},
+		"file ref not last":     {MsgFile, append([]byte{1, 'a', 1, 't', 1, 'p', 0, fileByRef}, make([]byte, 33)...)},
+		"resync end trailing":   {MsgResyncEnd, []byte{1, 'a', 1, 2, 3}},
 	}
 	for name, c := range cases {
 		if v, err := decodeBody(c.t, c.body); !errors.Is(err, ErrFrame) {

@@ -307,3 +307,36 @@ func TestFollowerNotJournal(t *testing.T) {
 		t.Error("OpenFollower created consumers.d")
 	}
 }
+
+// TestConsumersMigrated: the single consumers file of the older layout is
+// moved into consumers.d at Open, and still holds segments back.
+func TestConsumersMigrated(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{SegmentSize: 1024})
+	appendN(t, l, 0, 100)
+	l.Sync(context.Background(), 100)
+	l.Close()
+	if err := writeListFile(dir, consumersFile, []string{`"old-peer" 0`, `"backup" 60`}); err != nil {
+		t.Fatal(err)
+	}
+	l = openT(t, dir, Options{SegmentSize: 1024})
+	defer l.Close()
+	if _, err := os.Stat(filepath.Join(dir, consumersFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("old consumers file still there: %v", err)
+	}
+	if got := l.Consumers(); !reflect.DeepEqual(got, []string{"backup", "old-peer"}) {
+		t.Fatalf("Consumers: %v", got)
+	}
+	if v, ok := l.Acked("backup"); !ok || v != 60 {
+		t.Fatalf("Acked(backup) = %d, %v", v, ok)
+	}
+	if l.Stats().First != 1 {
+		t.Fatalf("segments removed although old-peer acked nothing: first %d", l.Stats().First)
+	}
+	if err := l.RemoveConsumer("old-peer"); err != nil {
+		t.Fatal(err)
+	}
+	if st := l.Stats(); st.First < 2 || st.First > 61 {
+		t.Fatalf("after removing old-peer: first %d", st.First)
+	}
+}

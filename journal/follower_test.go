@@ -534,3 +534,17 @@ func BenchmarkFollowerLatency(b *testing.B) {
 		})
 	}
 }
+
+// source is what the peer needs of a journal: the writer's Log in-process,
+// or a Follower from its own process.
+type source interface {
+	NewReader(from journal.LSN) (*journal.Reader, error)
+	OpenBlob(hash [32]byte) (*os.File, error)
+	Acked(consumer string) (journal.LSN, bool)
+	SetAcked(consumer string, lsn journal.LSN) error
+}
+
+var (
+	_ source = (*journal.Log)(nil)
+	_ source = (*journal.Follower)(nil)
+)

@@ -266,7 +266,9 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 				p.Applied = l
 				p.Epoch = epochs[acct]
 			}
-			if p.Inflight <= p.Applied || stopped[acct] {
+			// A stopped account keeps its mark: the records it retries may be
+			// half applied (or copied by a full resync), so they replay.
+			if p.Inflight <= p.Applied {
 				p.Inflight = 0
 			}
 			if s, ok := newState[acct]; ok && s != p.State {

@@ -217,7 +217,10 @@
 // writer adds and misses those its retention removed: a missing segment is
 // ErrCompacted. A segment a Reader has open stays readable after removal.
 // ErrFuture is "from > Durable()+1" (the Follower cannot know appends that
-// are not durable).
+// are not durable). After an OS crash, until the writer has reopened the
+// journal, Durable may be below a consumer's acked LSN (the file lost its
+// last values): NewReader then fails with ErrFuture, which a caller
+// retries later.
 //
 // Writer restarts. A Reader's buffer may hold bytes past the durable end,
 // e.g. a torn frame of a writer killed mid-write; the restarted writer cuts

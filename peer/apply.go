@@ -212,7 +212,7 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 			stopped[r.Account] = true
 			continue
 		}
-		if p.State == StateResync {
+		if p.State == StateResync || p.State == StateResyncing {
 			res.Errors[r.Account] = fmt.Errorf("peer: account %s needs a full resync: %s", r.Account, p.Reason)
 			stopped[r.Account] = true
 			continue

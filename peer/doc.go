@@ -51,7 +51,8 @@
 //	              u8 state}: per account the receiver's epoch, the last LSN
 //	              it applied durably (resume from applied+1), and its state
 //	              (0 ok, 1 quarantined, 2 needs full resync, 3 refused:
-//	              the sender is not that account's master here).
+//	              the sender is not that account's master here, 4 a full
+//	              resync is under way or was cut short).
 //	Refuse    (3) either way, then close: string reason.
 //	Batch     (4) sender → receiver: uvarint count, then count records, each
 //	              a byte string holding uvarint LSN followed by the journal's
@@ -115,8 +116,8 @@
 //  2. The receiver checks every listed path as it checks a record's
 //     (relative, beneath its tree, the account's by CheckPath); one bad path
 //     refuses the whole listing and quarantines the account (it answers an
-//     Ack with state 1 instead of Want). Otherwise it persists state 2
-//     (so a resync cut short is redone), removes the account's files the
+//     Ack with state 1 instead of Want). Otherwise it persists state 4
+//     (so a resync cut short is redone; status shows it), removes the account's files the
 //     master lacks (deepest first, confined), creates directories and
 //     symlinks, gives same-content files the master's attributes, makes
 //     what it can from content it holds (a hard link when the master's file

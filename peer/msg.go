@@ -16,6 +16,9 @@ const (
 	StateQuarantine AccountState = 1 // diverged replica: no more applies until an admin acts
 	StateResync     AccountState = 2 // records are missing: a full per-account resync is needed
 	StateRefused    AccountState = 3 // the sender is not this account's master here
+	// StateResyncing: a full resync is under way, or was cut short (then it
+	// is redone, as for StateResync).
+	StateResyncing AccountState = 4
 )
 
 func (s AccountState) String() string {
@@ -28,6 +31,8 @@ func (s AccountState) String() string {
 		return "needs-resync"
 	case StateRefused:
 		return "refused"
+	case StateResyncing:
+		return "resyncing"
 	}
 	return fmt.Sprintf("state(%d)", uint8(s))
 }

@@ -179,10 +179,10 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 
 	// Batches go to one applier goroutine, so this loop stays free to
 	// receive the blobs the applier asks for.
-	batches := make(chan [][]byte, 4)
+	batches := newBatchQueue()
 	applyErr := make(chan error, 1)
 	go func() { applyErr <- s.applyLoop(ctx, batches) }()
-	defer func() { close(batches) }()
+	defer batches.close()
 	defer func() {
 		for _, j := range s.jobs {
 			j.a.mu.Lock()
@@ -191,6 +191,7 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 		}
 	}()
 	for {
+		c.SetReadDeadline(time.Now().Add(IdleAfter)) // the sender pings every PingEvery
 		t, body, err := ReadFrame(br, nil)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -204,10 +205,11 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 			if err != nil {
 				return err
 			}
+			batches.put(recs)
 			select {
-			case batches <- recs:
 			case err := <-applyErr:
 				return err
+			default:
 			}
 		case MsgBlob:
 			b, err := UnmarshalBlob(body)
@@ -281,21 +283,13 @@ func (s *session) fetch(ctx context.Context, h [32]byte) ([]byte, error) {
 	}
 }
 
-func (s *session) applyLoop(ctx context.Context, batches <-chan [][]byte) error {
-	for raw := range batches {
-		// Under load, apply whatever else has arrived with it in one go: a
-		// batch's cost is mostly its fsyncs and position commits.
-	more:
-		for len(raw) < 8192 {
-			select {
-			case r, ok := <-batches:
-				if !ok {
-					break more
-				}
-				raw = append(raw, r...)
-			default:
-				break more
-			}
+func (s *session) applyLoop(ctx context.Context, batches *batchQueue) error {
+	for {
+		// Under load, whatever has arrived is applied in one go: a batch's
+		// cost is mostly its fsyncs and position commits.
+		raw, ok := batches.take(8192)
+		if !ok {
+			return nil
 		}
 		recs := make([]journal.Record, 0, len(raw))
 		for _, b := range raw {
@@ -353,5 +347,4 @@ func (s *session) applyLoop(ctx context.Context, batches <-chan [][]byte) error 
 			return errors.New("peer: an account failed to apply; reconnecting to resume from its position")
 		}
 	}
-	return nil
 }

@@ -30,7 +30,7 @@ const masterAddr = "10.77.0.1:7411" // what the replica's role map names as part
 // master is the sending server of a test: a tree written like Cyrus does,
 // and the journal records the fs layer would make of it.
 type master struct {
-	t     *testing.T
+	t     testing.TB
 	tree  string // holds spool/ and meta/
 	stage string
 	log   *journal.Log
@@ -41,7 +41,7 @@ type master struct {
 	payload int64
 }
 
-func newMaster(t *testing.T) *master {
+func newMaster(t testing.TB) *master {
 	t.Helper()
 	m := &master{t: t, tree: t.TempDir(), stage: t.TempDir(), sizes: map[string]int64{}, uid: map[string]int{}}
 	for _, d := range []string{"spool", "meta"} {
@@ -56,11 +56,11 @@ func newMaster(t *testing.T) *master {
 	return m
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
@@ -235,7 +235,7 @@ type pair struct {
 	site     tlsSite
 }
 
-func newPair(t *testing.T, accounts []string) *pair {
+func newPair(t testing.TB, accounts []string) *pair {
 	t.Helper()
 	site := newSite(t, "site")
 	p := &pair{m: newMaster(t), replica: t.TempDir(), accounts: accounts, roles: fakeRoles{},
@@ -279,7 +279,7 @@ func newPair(t *testing.T, accounts []string) *pair {
 }
 
 // sender makes a sender from srv-a (or another identity) to the replica.
-func (p *pair) sender(t *testing.T, files TLSFiles) (*Sender, *JournalSource) {
+func (p *pair) sender(t testing.TB, files TLSFiles) (*Sender, *JournalSource) {
 	t.Helper()
 	cli, err := files.ClientConfig("srv-b")
 	if err != nil {

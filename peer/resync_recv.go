@@ -156,7 +156,7 @@ func (a *DirApplier) beginResync(ctx context.Context, account string, epoch uint
 			j.groups[e.Link] = append(j.groups[e.Link], k)
 		}
 	}
-	if err := a.SetState(account, StateResync, "full resync under way"); err != nil {
+	if err := a.SetState(account, StateResyncing, "full resync under way"); err != nil {
 		return nil, nil, err
 	}
 	local, err := a.listLocal(account)
@@ -485,9 +485,7 @@ func (j *resyncJob) write(fc FileChunk) error {
 	if err := setAttrs(int(j.f.Fd()), entryRecord(e, 0)); err != nil {
 		return err
 	}
-	if err := j.f.Sync(); err != nil {
-		return err
-	}
+	// No fsync here: finish makes the whole resync durable at once.
 	if err := j.f.Close(); err != nil {
 		j.f = nil
 		j.abortFile()
@@ -501,11 +499,33 @@ func (j *resyncJob) write(fc FileChunk) error {
 	}
 	j.dir.Close()
 	j.dir = nil
+	j.b.touchFile(t, fc.Path)
 	j.b.touchDir(t, fc.Path)
 	j.b.hashes[sum] = hashRef{t.name, fc.Path}
 	j.local[sum] = hashRef{t.name, fc.Path}
 	delete(j.wanted, k)
 	j.stats.Received++
+	return nil
+}
+
+// durable makes everything the resync changed durable: file by file for a
+// few, else one syncfs per filesystem of the trees (hundreds of fsyncs of a
+// seeding cost far more than one filesystem sync).
+func (j *resyncJob) durable() error {
+	if len(j.b.files)+len(j.b.dirs) <= 64 {
+		return j.b.flush()
+	}
+	for _, t := range j.a.trees {
+		fd, err := unix.Openat(t.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open", Path: t.dir, Err: err}
+		}
+		err = unix.Syncfs(fd)
+		unix.Close(fd)
+		if err != nil {
+			return &os.PathError{Op: "syncfs", Path: t.dir, Err: err}
+		}
+	}
 	return nil
 }
 
@@ -551,7 +571,7 @@ func (j *resyncJob) finish(end ResyncEnd) (AccountPos, map[string][]string, erro
 			}
 		}
 	}
-	if err := j.b.flush(); err != nil {
+	if err := j.durable(); err != nil {
 		return AccountPos{}, nil, fmt.Errorf("make resync durable: %w", err)
 	}
 	if err := j.a.st.putHashes(j.b.hashes); err != nil {

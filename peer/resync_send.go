@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"mreplfs/journal"
 )
 
 // The sending side of a full per-account resync (doc.go, "Full resync").
@@ -43,6 +45,8 @@ func (s *Sender) needsResync(p Position) string {
 	switch {
 	case p.State == StateResync:
 		return "the partner asks for it"
+	case p.State == StateResyncing:
+		return "a resync was cut short"
 	case p.State != StateOK:
 		return ""
 	case p.Applied == 0:
@@ -234,6 +238,7 @@ func (c *sconn) resyncAccounts(ctx context.Context, br *bufio.Reader, accounts [
 		}
 	}
 	to := uint64(c.s.Source.Durable())
+	c.replayTo = journal.LSN(to)
 	for _, f := range finished {
 		if err := c.send(MsgResyncEnd, MarshalResyncEnd(ResyncEnd{Account: f.acct, From: f.from, ReplayTo: max(to, f.from)})); err != nil {
 			return fmt.Errorf("send resync end: %w", err)

@@ -137,6 +137,7 @@ type sconn struct {
 	readUpTo journal.LSN                 // every record ≤ this was read (sent or skipped)
 	err      error                       // the ack reader's end
 	recent   map[[32]byte]time.Time      // bodies sent by value on this link
+	replayTo journal.LSN                 // end of this session's resync replay window (0: none)
 	pending  map[string][]journal.Record // mailbox id → records held until attributed
 }
 
@@ -204,7 +205,7 @@ func (c *sconn) send(t MsgType, body []byte) error {
 }
 
 func (s *Sender) dial(ctx context.Context) (net.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	var c net.Conn
 	var err error
@@ -311,6 +312,7 @@ func (s *Sender) session(ctx context.Context) error {
 	s.logger().Info("replication link up", "addr", s.Addr, "accounts", len(sc.ok), "from", from)
 
 	go sc.readLoop(ctx, br)
+	go sc.heartbeat(ctx)
 	return sc.sendLoop(ctx, from)
 }
 
@@ -372,7 +374,7 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 		for i, r := range ship {
 			batch[i] = *r
 		}
-		batch = journal.Coalesce(batch)
+		batch = c.coalesce(batch)
 		out := make([][]byte, 0, len(batch))
 		for i := range batch {
 			b, err := c.encode(&batch[i])
@@ -390,6 +392,29 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 			c.advanceAck()
 		}
 	}
+}
+
+// coalesce merges the batch's writes (journal.Coalesce), never across the
+// end of a resync's replay window: a merged record carries its last LSN and
+// the pre-state of its first, so one straddling the end would be checked
+// (not replayed) against a copy already ahead of that pre-state.
+func (c *sconn) coalesce(batch []journal.Record) []journal.Record {
+	rt := c.replayTo
+	if rt == 0 {
+		return journal.Coalesce(batch)
+	}
+	var in, after []journal.Record
+	for _, r := range batch {
+		if r.LSN <= rt {
+			in = append(in, r)
+		} else {
+			after = append(after, r)
+		}
+	}
+	if len(in) == 0 {
+		return journal.Coalesce(after)
+	}
+	return append(journal.Coalesce(in), journal.Coalesce(after)...)
 }
 
 // encode attaches a message body by value unless this link sent it lately
@@ -442,6 +467,7 @@ func (c *sconn) readLoop(ctx context.Context, br *bufio.Reader) {
 		c.cancel()
 	}
 	for {
+		c.c.SetReadDeadline(time.Now().Add(DeadAfter)) // pings are answered: silence means a dead link
 		t, body, err := ReadFrame(br, nil)
 		if err != nil {
 			fail(fmt.Errorf("read from partner: %w", err))
@@ -466,7 +492,7 @@ func (c *sconn) readLoop(ctx context.Context, br *bufio.Reader) {
 				if p.State != StateOK && c.ok[p.Account] {
 					c.ok[p.Account] = false
 					c.s.logger().Error("partner stopped account", "account", p.Account, "state", p.State.String())
-					if p.State == StateResync && c.s.canResync() {
+					if (p.State == StateResync || p.State == StateResyncing) && c.s.canResync() {
 						resync = p.Account
 					}
 				}

@@ -11,7 +11,7 @@ import (
 )
 
 // writePair writes p as name.crt/name.key in dir.
-func writePair(t *testing.T, dir, name string, p CertPair) (cert, key string) {
+func writePair(t testing.TB, dir, name string, p CertPair) (cert, key string) {
 	t.Helper()
 	cert, key = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
 	if err := os.WriteFile(cert, p.CertPEM, 0o644); err != nil {
@@ -28,7 +28,7 @@ type tlsSite struct {
 	ca  CertPair
 }
 
-func newSite(t *testing.T, name string) tlsSite {
+func newSite(t testing.TB, name string) tlsSite {
 	t.Helper()
 	ca, err := NewCA(name, time.Hour)
 	if err != nil {
@@ -39,7 +39,7 @@ func newSite(t *testing.T, name string) tlsSite {
 	return tlsSite{dir, ca}
 }
 
-func (s tlsSite) node(t *testing.T, node string) TLSFiles {
+func (s tlsSite) node(t testing.TB, node string) TLSFiles {
 	t.Helper()
 	p, err := NewNodeCert(s.ca, node, []string{"127.0.0.1"}, time.Hour)
 	if err != nil {

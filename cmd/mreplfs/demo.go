@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -19,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"mreplfs/bench/cyrusload"
-	"mreplfs/peer"
 )
 
 const demoSynopsis = `[-messages N] [-keep]
@@ -31,29 +26,6 @@ demo delivers Cyrus-shaped mail to both at once, shows per-account replication
 state and lag, proves every replica identical to its master, shows a write to a
 replica account refused, and tears everything down (also on Ctrl-C).
 Needs root.`
-
-// treeNames are the Cyrus trees a demo server mounts.
-var treeNames = []string{"conf", "spool", "meta"}
-
-// demoServer is one side of the demo.
-type demoServer struct {
-	name, node, ns, addr, ip string
-	dir                      string
-	masters                  []string
-	mount, peer              *exec.Cmd
-	mountLog, peerLog        string
-}
-
-func (s *demoServer) backing(t string) string { return filepath.Join(s.dir, "backing", t) }
-func (s *demoServer) mnt(t string) string     { return filepath.Join(s.dir, "mnt", t) }
-
-func (s *demoServer) spool() cyrusload.Spool {
-	return cyrusload.Spool{Conf: s.mnt("conf"), Spool: s.mnt("spool"), Meta: s.mnt("meta")}
-}
-
-func (s *demoServer) backingSpool() cyrusload.Spool {
-	return cyrusload.Spool{Conf: s.backing("conf"), Spool: s.backing("spool"), Meta: s.backing("meta")}
-}
 
 func runDemo(ctx context.Context, e *env, args []string) (err error) {
 	fset := newFlagSet(e, "demo", demoSynopsis)
@@ -97,128 +69,20 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 	}()
 
 	say("== mreplfs demo: two Cyrus-shaped spools replicating crosswise ==")
-	a := &demoServer{name: "A", node: "srv-a", ns: "mrdemo-a", ip: "10.77.0.1", dir: filepath.Join(work, "A"),
-		masters: []string{"alice", "carol", "erin"}}
-	b := &demoServer{name: "B", node: "srv-b", ns: "mrdemo-b", ip: "10.77.0.2", dir: filepath.Join(work, "B"),
-		masters: []string{"bob", "dave", "frank"}}
-	a.addr, b.addr = a.ip+":7411", b.ip+":7411"
-	servers := []*demoServer{a, b}
-	other := map[*demoServer]*demoServer{a: b, b: a}
-
-	// Network: two namespaces joined by a veth pair; traffic stays on it.
-	for _, s := range servers {
-		exec.Command("ip", "netns", "del", s.ns).Run() // a stale one from a killed run
-	}
-	cmds := [][]string{
-		{"netns", "add", a.ns}, {"netns", "add", b.ns},
-		{"link", "add", "mrdemo-a0", "type", "veth", "peer", "name", "mrdemo-b0"},
-		{"link", "set", "mrdemo-a0", "netns", a.ns}, {"link", "set", "mrdemo-b0", "netns", b.ns},
-		{"-n", a.ns, "addr", "add", a.ip + "/24", "dev", "mrdemo-a0"}, {"-n", b.ns, "addr", "add", b.ip + "/24", "dev", "mrdemo-b0"},
-		{"-n", a.ns, "link", "set", "mrdemo-a0", "up"}, {"-n", b.ns, "link", "set", "mrdemo-b0", "up"},
-		{"-n", a.ns, "link", "set", "lo", "up"}, {"-n", b.ns, "link", "set", "lo", "up"},
-	}
-	undo = append(undo, func() {
-		exec.Command("ip", "netns", "del", a.ns).Run()
-		exec.Command("ip", "netns", "del", b.ns).Run()
-	})
-	for _, c := range cmds {
-		if o, err := exec.CommandContext(ctx, "ip", c...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %v: %s (is iproute2 installed?)", strings.Join(c, " "), err, o)
-		}
-	}
-	step("network", "namespaces %s (%s) and %s (%s) on a veth link", a.ns, a.ip, b.ns, b.ip)
-
-	// Certificates, role maps, configs.
-	certs := filepath.Join(work, "certs")
-	sub := func(args ...string) error {
-		var buf bytes.Buffer
-		se := &env{stdout: &buf, stderr: &buf, log: e.log}
-		f := map[string]func(context.Context, *env, []string) error{"cert": runCert, "rolemap": runRolemap}[args[0]]
-		if err := f(ctx, se, args[1:]); err != nil {
-			return fmt.Errorf("mreplfs %s: %w: %s", strings.Join(args, " "), err, buf.String())
-		}
-		return nil
-	}
-	if err := sub("cert", "ca", "-dir", certs); err != nil {
+	c, err := newCluster(ctx, self, work, "mrdemo", 0, [][]string{{"alice", "carol", "erin"}, {"bob", "dave", "frank"}})
+	undo = append(undo, c.Close)
+	if err != nil {
 		return err
 	}
-	for _, s := range servers {
-		if err := sub("cert", "node", "-dir", certs, "-name", s.node, "-host", s.ip); err != nil {
-			return err
-		}
-		for _, t := range treeNames {
-			for _, d := range []string{s.backing(t), s.mnt(t)} {
-				if err := os.MkdirAll(d, 0o755); err != nil {
-					return err
-				}
-			}
-		}
-		o := other[s]
-		var roles strings.Builder
-		fmt.Fprintf(&roles, "# role map of %s (%s)\n", s.node, s.addr)
-		for _, acct := range s.masters {
-			fmt.Fprintf(&roles, "%-8s master  %s 1\n", acct, o.addr)
-		}
-		for _, acct := range o.masters {
-			fmt.Fprintf(&roles, "%-8s replica %s 1\n", acct, o.addr)
-		}
-		txt, cdb := filepath.Join(s.dir, "roles.txt"), filepath.Join(s.dir, "roles.cdb")
-		if err := os.WriteFile(txt, []byte(roles.String()), 0o644); err != nil {
-			return err
-		}
-		if err := sub("rolemap", "build", txt, cdb); err != nil {
-			return err
-		}
-		var mc, pc strings.Builder
-		for _, t := range treeNames {
-			fmt.Fprintf(&mc, "tree: %s=%s:%s\n", t, s.backing(t), s.mnt(t))
-			fmt.Fprintf(&pc, "tree: %s=%s\n", t, s.backing(t))
-		}
-		jdir := filepath.Join(s.dir, "journal")
-		fmt.Fprintf(&mc, "roles: %s\njournal: %s\nrolemap_poll: 200ms\n", cdb, jdir)
-		fmt.Fprintf(&pc, "node: %s\nlisten: %s\npartner: %s=%s\nroles: %s\njournal: %s\nstate: %s\n",
-			s.node, s.addr, o.node, o.addr, cdb, jdir, filepath.Join(s.dir, "peer"))
-		fmt.Fprintf(&pc, "tls_cert: %s\ntls_key: %s\ntls_ca: %s\n", filepath.Join(certs, s.node+".crt"),
-			filepath.Join(certs, s.node+".key"), filepath.Join(certs, "ca.crt"))
-		if err := os.WriteFile(filepath.Join(s.dir, "mount.conf"), []byte(mc.String()), 0o644); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(s.dir, "peer.conf"), []byte(pc.String()), 0o644); err != nil {
-			return err
-		}
-	}
+	a, b := c.servers[0], c.servers[1]
+	servers := c.servers
+	step("network", "namespaces %s (%s) and %s (%s), bridged", a.ns, a.ip, b.ns, b.ip)
 	step("setup", "certificates (CA + %s, %s); %s masters %s, %s masters %s",
 		a.node, b.node, a.node, strings.Join(a.masters, " "), b.node, strings.Join(b.masters, " "))
-
-	// Mounts (host mount namespace), then peers (each in its namespace).
-	for _, s := range servers {
-		s.mountLog = filepath.Join(s.dir, "mount.log")
-		cmd, err := startReady(ctx, self, s.mountLog, "mount", "-config", filepath.Join(s.dir, "mount.conf"))
-		if err != nil {
-			return fmt.Errorf("mount %s: %w", s.name, err)
-		}
-		s.mount = cmd
-		undo = append(undo, func() { stopProcess(cmd, 15*time.Second) })
-	}
-	step("mount", "%s and %s: conf, spool and meta mounted through mreplfs", a.node, b.node)
-	for _, s := range servers {
-		s.peerLog = filepath.Join(s.dir, "peer.log")
-		lf, err := os.Create(s.peerLog)
-		if err != nil {
-			return err
-		}
-		cmd := exec.Command("ip", "netns", "exec", s.ns, self, "peer", "-config", filepath.Join(s.dir, "peer.conf"))
-		cmd.Stdout, cmd.Stderr = lf, lf
-		if err := cmd.Start(); err != nil {
-			lf.Close()
-			return fmt.Errorf("peer %s: %w", s.name, err)
-		}
-		s.peer = cmd
-		undo = append(undo, func() { stopProcess(cmd, 10*time.Second); lf.Close() })
-	}
-	if err := waitConnected(ctx, servers, 15*time.Second); err != nil {
+	if err := c.start(ctx, 15*time.Second); err != nil {
 		return err
 	}
+	step("mount", "%s and %s: conf, spool and meta mounted through mreplfs", a.node, b.node)
 	step("peer", "%s ⇄ %s connected over mutual TLS", a.addr, b.addr)
 
 	// Load on both servers at once; time from the delivery's last fsync to
@@ -235,7 +99,7 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d := cyrusload.New(s.spool())
+			d := s.load()
 			for i := 0; i < per && ctx.Err() == nil; i++ {
 				mbs := []string{s.masters[i%len(s.masters)]}
 				if i%5 == 0 {
@@ -246,7 +110,7 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 					errs <- fmt.Errorf("deliver on %s: %w", s.name, err)
 					return
 				}
-				lags.add(filepath.Join(other[s].backing("spool"), got.Files[0]), got.At)
+				lags.add(filepath.Join(s.next.backing("spool"), got.Files[0]), got.At)
 			}
 		}()
 	}
@@ -261,22 +125,7 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 		2*per, took.Round(time.Millisecond), float64(2*per)/took.Seconds())
 
 	// Converge, then compare every account's trees.
-	deadline := time.Now().Add(30 * time.Second)
-	var diffs map[string][]string
-	for {
-		diffs = map[string][]string{}
-		for _, s := range servers {
-			for _, acct := range s.masters {
-				if d := compareAccount(s, other[s], acct); len(d) > 0 {
-					diffs[acct] = d
-				}
-			}
-		}
-		if len(diffs) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	_, diffs := c.waitConverged(ctx, 30*time.Second)
 	caughtUp := time.Since(start) - took
 	stopProbe()
 	<-probeDone
@@ -289,7 +138,7 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 	say("")
 	say("  %-8s %-7s %-8s %6s %9s %11s %-11s %s", "account", "master", "replica", "files", "bytes", "applied", "state", "identical")
 	for _, s := range servers {
-		st := readPeerStatus(other[s])
+		st := s.next.status()
 		for _, acct := range s.masters {
 			files, size := accountSize(s.backingSpool(), acct)
 			pos := st.Accounts[acct]
@@ -297,11 +146,14 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 			if len(diffs[acct]) > 0 {
 				same = fmt.Sprintf("NO (%d differences)", len(diffs[acct]))
 			}
-			say("  %-8s %-7s %-8s %6d %9d %11d %-11s %s", acct, s.node, other[s].node, files, size, pos.Applied, pos.State.String(), same)
+			say("  %-8s %-7s %-8s %6d %9d %11d %-11s %s", acct, s.node, s.next.node, files, size, pos.Applied, pos.State.String(), same)
 		}
 	}
 	for _, s := range servers {
-		for _, snd := range readPeerStatus(s).Senders {
+		for _, snd := range s.status().Senders {
+			if snd.Records == 0 {
+				continue
+			}
 			say("  link %s → %s: %d records, %d bytes on the wire, bodies by value %d, by reference %d",
 				s.node, snd.Partner, snd.Records, snd.BytesOnWire, snd.BodiesByValue, snd.BodiesByRef)
 		}
@@ -328,106 +180,6 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 	}
 	say("== demo OK ==")
 	return nil
-}
-
-// startReady starts `self args... -ready-fd 3` with output to logPath and
-// waits for its "ready" line.
-func startReady(ctx context.Context, self, logPath string, args ...string) (*exec.Cmd, error) {
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		lf.Close()
-		return nil, err
-	}
-	cmd := exec.Command(self, append(args, "-ready-fd", "3")...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.ExtraFiles = []*os.File{pw}
-	err = cmd.Start()
-	pw.Close()
-	lf.Close()
-	if err != nil {
-		pr.Close()
-		return nil, err
-	}
-	line := make([]byte, 6)
-	pr.SetReadDeadline(time.Now().Add(30 * time.Second))
-	_, rerr := io.ReadFull(pr, line)
-	pr.Close()
-	if string(line) != "ready\n" {
-		stopProcess(cmd, 5*time.Second)
-		log, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("not ready (%v): %s", rerr, log)
-	}
-	return cmd, nil
-}
-
-// stopProcess sends SIGTERM and waits, then SIGKILL.
-func stopProcess(cmd *exec.Cmd, wait time.Duration) {
-	if cmd == nil || cmd.Process == nil {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(wait):
-		cmd.Process.Kill()
-		<-done
-	}
-}
-
-func waitConnected(ctx context.Context, servers []*demoServer, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		up := 0
-		for _, s := range servers {
-			for _, snd := range readPeerStatus(s).Senders {
-				if snd.Connected {
-					up++
-				}
-			}
-		}
-		if up == len(servers) {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			logs := ""
-			for _, s := range servers {
-				b, _ := os.ReadFile(s.peerLog)
-				logs += fmt.Sprintf("\n--- peer %s log:\n%s", s.name, b)
-			}
-			return fmt.Errorf("peers did not connect within %v%s", timeout, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func readPeerStatus(s *demoServer) peerStatus {
-	var st peerStatus
-	b, err := os.ReadFile(filepath.Join(s.dir, "peer", "status.json"))
-	if err == nil {
-		json.Unmarshal(b, &st)
-	}
-	if st.Accounts == nil {
-		st.Accounts = map[string]peer.AccountPos{}
-	}
-	return st
-}
-
-func compareAccount(master, replica *demoServer, acct string) []string {
-	dm, err := cyrusload.Digest(master.backingSpool(), acct)
-	if err != nil {
-		return []string{err.Error()}
-	}
-	dr, err := cyrusload.Digest(replica.backingSpool(), acct)
-	if err != nil {
-		return []string{err.Error()}
-	}
-	return cyrusload.Diff(dm, dr)
 }
 
 func accountSize(s cyrusload.Spool, acct string) (files int, size int64) {

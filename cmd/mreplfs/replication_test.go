@@ -359,3 +359,33 @@ func TestPeerKilledMidStream(t *testing.T) {
 		t.Fatalf("an account was quarantined or needs resync on B:\n%s", st)
 	}
 }
+
+// TestDemo runs `mreplfs demo` (the README's main command) as a user would:
+// it must set up the two namespaced servers, replicate, verify and tear
+// everything down, leaving no namespace or mount behind.
+func TestDemo(t *testing.T) {
+	mounttest.RequireRoot(t)
+	if _, err := exec.LookPath("ip"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the demo needs iproute2's ip command (CI installs it)")
+		}
+		t.Skip("no ip command")
+	}
+	out, err := exec.Command(mreplfsBinary(t), "demo", "-messages", "60").CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"every replica is byte-identical", "read-only file system", "== demo OK =="} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	ns, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(ns), "mrdemo") {
+		t.Errorf("demo left network namespaces behind: %s", ns)
+	}
+	mounts, _ := os.ReadFile("/proc/mounts")
+	if strings.Contains(string(mounts), "mreplfs-demo-") {
+		t.Errorf("demo left mounts behind")
+	}
+}

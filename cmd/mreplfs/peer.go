@@ -251,7 +251,7 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 			s := &peer.Sender{Node: cfg.node, Partner: n, Addr: addr, TLS: cli, Window: cfg.window, Logger: log,
 				Source:    &peer.JournalSource{Log: j, Consumer: "peer:" + n},
 				Accounts:  func() []peer.AccountEpoch { return mastersFor(cfg.roles, addr, log) },
-				KnownFile: knownFile(cfg.state, n)}
+				KnownFile: knownFile(cfg.state, n), Progress: st.progress(n)}
 			if len(cfg.trees) > 0 {
 				s.Trees, s.Walk = treeDirs(cfg.trees), accountWalker(cfg.trees, log)
 			} else {
@@ -388,27 +388,66 @@ type peerStatus struct {
 	Updated  time.Time                  `json:"updated"`
 	Senders  []senderStatus             `json:"senders"`
 	Accounts map[string]peer.AccountPos `json:"replicated_accounts,omitempty"`
+
+	resync *resyncTracker
+}
+
+// resyncTracker holds each partner's resync under way.
+type resyncTracker struct {
+	mu sync.Mutex
+	m  map[string]peer.ResyncProgress
+}
+
+// progress returns a sender's Progress callback that keeps its resync's
+// progress for status.json.
+func (st *peerStatus) progress(partner string) func(peer.ResyncProgress) {
+	if st.resync == nil {
+		st.resync = &resyncTracker{m: map[string]peer.ResyncProgress{}}
+	}
+	r := st.resync
+	return func(p peer.ResyncProgress) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if p.Phase == "done" {
+			delete(r.m, partner)
+			return
+		}
+		r.m[partner] = p
+	}
 }
 
 type senderStatus struct {
-	Partner       string `json:"partner"`
-	Addr          string `json:"addr"`
-	Connected     bool   `json:"connected"`
-	Acked         uint64 `json:"acked_lsn"`
-	Records       int64  `json:"records_sent"`
-	BytesOnWire   int64  `json:"bytes_on_wire"`
-	BodiesByValue int64  `json:"bodies_by_value"`
-	BodiesByRef   int64  `json:"bodies_by_reference"`
-	Connects      int64  `json:"connects"`
+	Partner       string               `json:"partner"`
+	Addr          string               `json:"addr"`
+	Connected     bool                 `json:"connected"`
+	Acked         uint64               `json:"acked_lsn"`
+	Records       int64                `json:"records_sent"`
+	BytesOnWire   int64                `json:"bytes_on_wire"`
+	BodiesByValue int64                `json:"bodies_by_value"`
+	BodiesByRef   int64                `json:"bodies_by_reference"`
+	Connects      int64                `json:"connects"`
+	Resync        *peer.ResyncProgress `json:"resync,omitempty"` // the resync under way
+	Resyncs       int64                `json:"accounts_resynced"`
+	ResyncFiles   int64                `json:"resync_files_sent"`
+	ResyncBytes   int64                `json:"resync_bytes_sent"`
 }
 
 func (st *peerStatus) write(dir string, senders []*peer.Sender, a *peer.DirApplier, log interface{ Warn(string, ...any) }) {
 	st.Updated = time.Now()
 	st.Senders = st.Senders[:0]
 	for _, s := range senders {
-		st.Senders = append(st.Senders, senderStatus{Partner: s.Partner, Addr: s.Addr, Connected: s.Stats.Connected.Load(),
+		var rp *peer.ResyncProgress
+		if r := st.resync; r != nil {
+			r.mu.Lock()
+			if p, ok := r.m[s.Partner]; ok {
+				rp = &p
+			}
+			r.mu.Unlock()
+		}
+		st.Senders = append(st.Senders, senderStatus{Resync: rp, Partner: s.Partner, Addr: s.Addr, Connected: s.Stats.Connected.Load(),
 			Acked: s.Stats.Acked.Load(), Records: s.Stats.Records.Load(), BytesOnWire: s.Stats.BytesOnWire.Load(),
-			BodiesByValue: s.Stats.BodiesByValue.Load(), BodiesByRef: s.Stats.BodiesByRef.Load(), Connects: s.Stats.Connects.Load()})
+			BodiesByValue: s.Stats.BodiesByValue.Load(), BodiesByRef: s.Stats.BodiesByRef.Load(), Connects: s.Stats.Connects.Load(),
+			Resyncs: s.Stats.Resyncs.Load(), ResyncFiles: s.Stats.ResyncFiles.Load(), ResyncBytes: s.Stats.ResyncBytes.Load()})
 	}
 	if a != nil {
 		if pos, err := a.Positions(); err == nil {

@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,7 +40,14 @@ type Deliverer struct {
 	uids map[string]int
 	n    int
 	used map[string]int64 // quota usage per account
+
+	payload atomic.Int64
 }
+
+// Payload is what the deliveries wrote as Cyrus would, counting each body
+// once (DESIGN.md §5): bodies, plus the cache, index and quota bytes of every
+// recipient. Replication's wire bytes are measured against it.
+func (d *Deliverer) Payload() int64 { return d.payload.Load() }
 
 // New returns a Deliverer for s.
 func New(s Spool) *Deliverer {
@@ -81,6 +89,7 @@ func (d *Deliverer) Deliver(mailboxes []string, body []byte) (Delivered, error) 
 		return Delivered{}, fmt.Errorf("stage: %w", err)
 	}
 	defer os.Remove(stage)
+	d.payload.Add(int64(len(body)))
 	var out Delivered
 	for i, mb := range mailboxes {
 		rel := "user/" + mb
@@ -137,6 +146,7 @@ func (d *Deliverer) index(rel string, uid, size int) error {
 	st, err := cache.Stat()
 	if err == nil {
 		_, err = cache.WriteAt(bytes.Repeat([]byte{'c'}, 300), st.Size())
+		d.payload.Add(300)
 	}
 	if err == nil {
 		err = cache.Sync()
@@ -161,6 +171,7 @@ func (d *Deliverer) index(rel string, uid, size int) error {
 	if err := idx.Sync(); err != nil {
 		return fmt.Errorf("cyrus.index: %w", err)
 	}
+	d.payload.Add(112 + 160)
 	return nil
 }
 
@@ -180,7 +191,8 @@ func (d *Deliverer) quota(acct string, add int64) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(f, "%%(S (%d 100000) M (1))\n", used)
+	n, err := fmt.Fprintf(f, "%%(S (%d 100000) M (1))\n", used)
+	d.payload.Add(int64(n))
 	if err == nil {
 		err = f.Sync()
 	}

@@ -31,6 +31,9 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 	fset := newFlagSet(e, "demo", demoSynopsis)
 	messages := fset.Int("messages", 300, "deliveries in all (half on each server)")
 	keep := fset.Bool("keep", false, "leave the work directory (logs, trees) behind")
+	rate := fset.Float64("rate", 0, "deliveries per second on each server (0: as fast as they go)")
+	rcpts := fset.Int("recipients", 0, "mailboxes per delivery (0: 1, every 5th to 3)")
+	outage := fset.Duration("outage", 0, "cut srv-a's link for this long when the load starts, then measure the catch-up")
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
@@ -89,10 +92,17 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 	// the message file on the partner's disk.
 	lags := &lagProbe{}
 	lctx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
 	probeDone := make(chan struct{})
 	go func() { lags.run(lctx); close(probeDone) }()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
+	if *outage > 0 {
+		if err := c.setLink(ctx, a, false); err != nil {
+			return err
+		}
+		step("outage", "%s's link cut for %v", a.node, *outage)
+	}
 	start := time.Now()
 	per := *messages / 2
 	for _, s := range servers {
@@ -101,28 +111,55 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 			defer wg.Done()
 			d := s.load()
 			for i := 0; i < per && ctx.Err() == nil; i++ {
-				mbs := []string{s.masters[i%len(s.masters)]}
-				if i%5 == 0 {
-					mbs = append([]string{}, s.masters...)
+				if *rate > 0 {
+					time.Sleep(time.Until(start.Add(time.Duration(float64(i) / *rate * float64(time.Second)))))
 				}
+				mbs := demoMailboxes(s.masters, i, *rcpts)
 				got, err := d.Deliver(mbs, cyrusload.Body(i, 1000+(i*7919)%30000, s.node))
 				if err != nil {
 					errs <- fmt.Errorf("deliver on %s: %w", s.name, err)
 					return
 				}
-				lags.add(filepath.Join(s.next.backing("spool"), got.Files[0]), got.At)
+				if *outage == 0 {
+					lags.add(filepath.Join(s.next.backing("spool"), got.Files[0]), got.At)
+				}
 			}
 		}()
 	}
 	wg.Wait()
 	took := time.Since(start)
+	if *outage > 0 {
+		time.Sleep(time.Until(start.Add(*outage)))
+		sent0 := a.status().Senders
+		if err := c.setLink(ctx, a, true); err != nil {
+			return err
+		}
+		back := time.Now()
+		if _, d := c.waitConverged(ctx, 120*time.Second); len(d) > 0 {
+			return withCode(ExitFailure, fmt.Errorf("no catch-up after the outage: %d accounts differ", len(d)))
+		}
+		caught := time.Since(back)
+		var recs, bytes int64
+		for i, snd := range a.status().Senders {
+			if i < len(sent0) {
+				recs += snd.Records - sent0[i].Records
+				bytes += snd.BytesOnWire - sent0[i].BytesOnWire
+			}
+		}
+		step("outage", "link back: %s caught up in %v (%d records, %d bytes on the wire: %.0f records/s)",
+			a.node, caught.Round(time.Millisecond), recs, bytes, float64(recs)/caught.Seconds())
+	}
 	close(errs)
 	if err := <-errs; err != nil {
 		stopProbe()
 		return err
 	}
-	step("load", "%d deliveries (every 5th to 3 mailboxes) on both servers at once in %v (%.0f/s)",
-		2*per, took.Round(time.Millisecond), float64(2*per)/took.Seconds())
+	shape := "every 5th to 3 mailboxes"
+	if *rcpts > 0 {
+		shape = fmt.Sprintf("each to %d mailboxes", *rcpts)
+	}
+	step("load", "%d deliveries (%s) on both servers at once in %v (%.0f/s)",
+		2*per, shape, took.Round(time.Millisecond), float64(2*per)/took.Seconds())
 
 	// Converge, then compare every account's trees.
 	_, diffs := c.waitConverged(ctx, 30*time.Second)
@@ -154,8 +191,9 @@ func runDemo(ctx context.Context, e *env, args []string) (err error) {
 			if snd.Records == 0 {
 				continue
 			}
-			say("  link %s → %s: %d records, %d bytes on the wire, bodies by value %d, by reference %d",
-				s.node, snd.Partner, snd.Records, snd.BytesOnWire, snd.BodiesByValue, snd.BodiesByRef)
+			say("  link %s → %s: %d records, %d bytes on the wire for %d bytes of payload (%.2fx), bodies by value %d, by reference %d",
+				s.node, snd.Partner, snd.Records, snd.BytesOnWire, s.load().Payload(),
+				float64(snd.BytesOnWire)/float64(max(1, s.load().Payload())), snd.BodiesByValue, snd.BodiesByRef)
 		}
 	}
 	say("")
@@ -259,4 +297,23 @@ func (l *lagProbe) max() time.Duration {
 		m = max(m, d)
 	}
 	return m
+}
+
+// demoMailboxes picks the mailboxes of delivery i: n of them (spread over
+// the accounts and their folders), or the default mix when n is 0.
+func demoMailboxes(masters []string, i, n int) []string {
+	if n <= 0 {
+		if i%5 == 0 {
+			return append([]string{}, masters...)
+		}
+		return []string{masters[i%len(masters)]}
+	}
+	mbs := make([]string, n)
+	for k := range mbs {
+		mbs[k] = masters[k%len(masters)]
+		if k >= len(masters) {
+			mbs[k] += fmt.Sprintf("/folder%d", k/len(masters))
+		}
+	}
+	return mbs
 }

@@ -17,11 +17,12 @@ import (
 //     later write wins; adjacent ranges merge), placed where the run's last
 //     write was, with that write's LSN (so several records may share one LSN
 //     and a coalesced batch still covers every raw LSN up to its last). The
-//     first carries the run's first pre-state (PrevSize, PrevHash), later ones
+//     first carries the run's first PrevSize (and its PrevHash, the range
+//     pre-image, only when the run is that one write), later ones
 //     PrevSize -1 ("no check").
 //   - A run ended by OpReplace or OpUnlink of the file, or by an OpRename onto
 //     it, is dropped: the content it wrote is gone. The ending record then
-//     carries the run's first pre-state instead of its own.
+//     carries the run's first PrevSize instead of its own, and no PrevHash.
 //   - Writes of an account with an OpLink in the batch are never merged
 //     (renames may carry the shared inode to other names; Cyrus links only
 //     message files, which are never written in place).
@@ -37,6 +38,14 @@ func Coalesce(batch []Record) []Record {
 		ranges   []wrange
 		prevSize int64
 		prevHash [32]byte
+	}
+	// An OpWrite's PrevHash is the pre-image of its own range: it survives
+	// only a run of exactly one write, whose range is unchanged.
+	rangeHash := func(ru *run) [32]byte {
+		if len(ru.idx) == 1 {
+			return ru.prevHash
+		}
+		return [32]byte{}
 	}
 	emit := make([][]Record, len(batch))
 	open := map[key]*run{}
@@ -56,7 +65,7 @@ func Coalesce(batch []Record) []Record {
 	flush := func(ru *run) {
 		last := batch[ru.idx[len(ru.idx)-1]]
 		if len(ru.ranges) == 0 { // only empty writes: keep the last, a no-op holding its LSN
-			last.PrevSize, last.PrevHash = ru.prevSize, ru.prevHash
+			last.PrevSize, last.PrevHash = ru.prevSize, rangeHash(ru)
 			emit[ru.idx[len(ru.idx)-1]] = []Record{last}
 			delete(open, ru.k)
 			return
@@ -67,7 +76,7 @@ func Coalesce(batch []Record) []Record {
 			r.Offset, r.Data = w.off, w.data
 			r.PrevSize, r.PrevHash = -1, [32]byte{}
 			if i == 0 {
-				r.PrevSize, r.PrevHash = ru.prevSize, ru.prevHash
+				r.PrevSize, r.PrevHash = ru.prevSize, rangeHash(ru)
 			}
 			out = append(out, r)
 		}
@@ -100,7 +109,9 @@ func Coalesce(batch []Record) []Record {
 			case ru.k.tree != r.Tree:
 			case (r.Op == OpReplace || r.Op == OpUnlink) && r.Path == ru.k.path,
 				r.Op == OpRename && r.NewPath == ru.k.path && r.Path != r.NewPath:
-				r.PrevSize, r.PrevHash = ru.prevSize, ru.prevHash
+				// The run's size before it still holds; its range pre-image
+				// says nothing of the whole file (OpReplace's PrevHash).
+				r.PrevSize, r.PrevHash = ru.prevSize, [32]byte{}
 				delete(open, ru.k)
 			case related(r.Path, ru.k.path) || related(r.NewPath, ru.k.path):
 				flush(ru)

@@ -291,3 +291,35 @@ func TestCoalesceRules(t *testing.T) {
 		}
 	}
 }
+
+// TestCoalesceRangePreimage: a write's PrevHash describes its own range, so
+// it survives coalescing only when the run is that one write.
+func TestCoalesceRangePreimage(t *testing.T) {
+	h := [32]byte{1}
+	w := func(lsn journal.LSN, off int64, data string, path string) journal.Record {
+		return journal.Record{LSN: lsn, Op: journal.OpWrite, Account: "a", Tree: "meta", Path: path, Offset: off, Data: []byte(data), PrevSize: 100, PrevHash: h}
+	}
+	out := journal.Coalesce([]journal.Record{w(1, 0, "aa", "x"), w(2, 2, "bb", "x"), w(3, 0, "cc", "y")})
+	if len(out) != 2 {
+		t.Fatalf("got %d records, want 2", len(out))
+	}
+	for _, r := range out {
+		switch r.Path {
+		case "x":
+			if r.PrevHash != ([32]byte{}) || r.PrevSize != 100 {
+				t.Errorf("merged run: PrevHash %x PrevSize %d; want no hash, size 100", r.PrevHash[:2], r.PrevSize)
+			}
+		case "y":
+			if r.PrevHash != h {
+				t.Errorf("single write lost its range pre-image")
+			}
+		}
+	}
+	// A run ended by a replace: the replace gets the run's size, no hash.
+	out = journal.Coalesce([]journal.Record{w(1, 0, "aa", "x"), w(2, 0, "b", "y"), w(3, 0, "c", "y"), {LSN: 4, Op: journal.OpReplace, Account: "a", Tree: "meta", Path: "x", PrevHash: [32]byte{9}}})
+	for _, r := range out {
+		if r.Op == journal.OpReplace && (r.PrevHash != ([32]byte{}) || r.PrevSize != 100) {
+			t.Errorf("replace ending a run: PrevHash %x PrevSize %d", r.PrevHash[:2], r.PrevSize)
+		}
+	}
+}

@@ -73,8 +73,12 @@ type Record struct {
 
 	// Pre-state, so the replica can check it has what the master had before
 	// this change (DESIGN.md invariant 5). PrevSize < 0 means "no check".
+	// PrevHash, zero when not known: for OpWrite the SHA-256 of the bytes
+	// the write overwrites, [Offset, min(Offset+len(Data), PrevSize)) — so a
+	// replica byte flipped where the master writes again is caught; for
+	// OpReplace the SHA-256 of the whole file before.
 	PrevSize int64
-	PrevHash [32]byte // zero means "not known"
+	PrevHash [32]byte
 
 	Data []byte
 }

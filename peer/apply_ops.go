@@ -333,7 +333,7 @@ func (b *batch) create(t *treeRoot, r *journal.Record) error {
 // openExisting opens an in-place file for writing; absent in replay mode
 // means a later record of the batch removed it (skip).
 func (b *batch) openExisting(t *treeRoot, r *journal.Record, replay bool) (*os.File, error) {
-	f, err := t.open(r.Path, unix.O_WRONLY, 0)
+	f, err := t.open(r.Path, unix.O_RDWR, 0) // read too: pre-image and retry checks
 	if errors.Is(err, os.ErrNotExist) {
 		if replay {
 			return nil, nil
@@ -353,6 +353,25 @@ func checkPrevSize(f *os.File, r *journal.Record, replay bool) error {
 	}
 	if fi.Size() != r.PrevSize {
 		return diverged("%s is %d bytes on the replica, the master had %d before this change", r.Path, fi.Size(), r.PrevSize)
+	}
+	return checkRangePreimage(f, r)
+}
+
+// checkRangePreimage compares the bytes an OpWrite overwrites with the
+// master's (PrevHash: SHA-256 of [Offset, min(Offset+len, PrevSize))), so a
+// replica byte changed behind replication's back is caught when the master
+// writes there again.
+func checkRangePreimage(f *os.File, r *journal.Record) error {
+	if r.Op != journal.OpWrite || r.PrevHash == ([32]byte{}) || r.PrevSize < 0 || r.Offset >= r.PrevSize {
+		return nil
+	}
+	n := min(int64(len(r.Data)), r.PrevSize-r.Offset)
+	cur := make([]byte, n)
+	if _, err := f.ReadAt(cur, r.Offset); err != nil {
+		return fmt.Errorf("read pre-image of %s: %w", r.Path, err)
+	}
+	if sha256.Sum256(cur) != r.PrevHash {
+		return diverged("%s bytes %d..%d differ from the master's before this change", r.Path, r.Offset, r.Offset+n)
 	}
 	return nil
 }

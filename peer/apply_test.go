@@ -350,3 +350,30 @@ func TestStaleEpochRefused(t *testing.T) {
 		t.Fatal("stale-epoch record applied")
 	}
 }
+
+// TestFlippedByteQuarantines: a replica byte changed behind replication's
+// back (same size) is caught by the next write's range pre-image there.
+func TestFlippedByteQuarantines(t *testing.T) {
+	f := newFixture(t)
+	hdr := []byte("HEADER-v1-0123456789")
+	setup := []journal.Record{
+		f.rec(journal.Record{Op: journal.OpCreate, Account: "alice", Tree: "meta", Path: "alice/cyrus.index"}),
+		f.rec(journal.Record{Op: journal.OpWrite, Account: "alice", Tree: "meta", Path: "alice/cyrus.index", Data: hdr, PrevSize: 0}),
+	}
+	if res := f.apply(t, setup, nil); len(res.Errors) != 0 {
+		t.Fatal(res.Errors)
+	}
+	p := filepath.Join(f.root, "meta/alice/cyrus.index")
+	b, _ := os.ReadFile(p)
+	b[3] ^= 0x20 // flip one bit, same size
+	os.WriteFile(p, b, 0o600)
+	next := f.rec(journal.Record{Op: journal.OpWrite, Account: "alice", Tree: "meta", Path: "alice/cyrus.index",
+		Data: []byte("HEADER-v2"), PrevSize: int64(len(hdr)), PrevHash: sha256.Sum256(hdr[:9])})
+	res := f.apply(t, []journal.Record{next}, nil)
+	if !errors.Is(res.Errors["alice"], ErrDiverged) || res.Positions["alice"].State != StateQuarantine {
+		t.Fatalf("flipped byte not caught: %v %+v", res.Errors["alice"], res.Positions["alice"])
+	}
+	if got, _ := os.ReadFile(p); string(got) != string(b) {
+		t.Fatal("the diverged replica file was written over")
+	}
+}

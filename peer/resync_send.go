@@ -490,7 +490,9 @@ func (c *sconn) sendFile(ctx context.Context, account string, e *ManifestEntry) 
 	}
 	defer f.Close()
 	h := sha256.New()
-	buf := make([]byte, fileChunk)
+	// A read buffer one byte larger than the listed size finds the end in
+	// one read; bigger files go in fileChunk pieces.
+	buf := make([]byte, min(fileChunk, max(e.Size+1, 4096)))
 	var off int64
 	for {
 		if err := ctx.Err(); err != nil {

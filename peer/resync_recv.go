@@ -48,6 +48,7 @@ type resyncJob struct {
 	wanted  map[TreePath]bool
 	local   map[[32]byte]hashRef // verified content held here (this connection's resyncs)
 	b       *batch
+	failed  error // the resync of this account failed here; the rest of its frames are ignored
 
 	// the file being received
 	cur   TreePath
@@ -629,11 +630,15 @@ func (s *session) resyncFrame(ctx context.Context, t MsgType, body []byte) error
 		s.log.Info("full resync: comparing", "account", m.Account, "listed", len(list), "from", m.From)
 		j, want, err := s.r.Applier.beginResync(ctx, m.Account, m.Epoch, journal.LSN(m.From), list, s.held)
 		if err != nil {
-			if errors.Is(err, ErrEscape) || errors.Is(err, ErrNotOwned) {
-				p, _ := s.r.Applier.Position(m.Account)
-				return s.send(MsgAck, MarshalAck(Ack{Positions: []Position{{Account: m.Account, Applied: uint64(p.Applied), State: p.State}}}))
+			if errors.Is(err, ErrFrame) {
+				return fmt.Errorf("resync of %s: %w", m.Account, err)
 			}
-			return fmt.Errorf("resync of %s: %w", m.Account, err)
+			// This account only: the others go on (a hostile listing has
+			// quarantined it; anything else leaves it to resync again).
+			if !errors.Is(err, ErrEscape) && !errors.Is(err, ErrNotOwned) {
+				s.resyncFailed(m.Account, err)
+			}
+			return s.ackResync(m.Account)
 		}
 		s.jobs[m.Account] = j
 		for i := 0; ; i += manifestChunk {
@@ -655,8 +660,16 @@ func (s *session) resyncFrame(ctx context.Context, t MsgType, body []byte) error
 		if j == nil {
 			return fmt.Errorf("%w: file for %s outside a resync", ErrFrame, fc.Account)
 		}
+		if j.failed != nil {
+			return nil
+		}
 		if err := j.write(fc); err != nil {
-			return fmt.Errorf("resync of %s: %w", fc.Account, err)
+			if errors.Is(err, ErrFrame) {
+				return fmt.Errorf("resync of %s: %w", fc.Account, err)
+			}
+			j.failed = err
+			j.abortFile()
+			s.resyncFailed(fc.Account, err)
 		}
 		return nil
 	case MsgResyncEnd:
@@ -669,9 +682,16 @@ func (s *session) resyncFrame(ctx context.Context, t MsgType, body []byte) error
 			return fmt.Errorf("%w: resync end for %s outside a resync", ErrFrame, end.Account)
 		}
 		delete(s.jobs, end.Account)
+		if j.failed != nil {
+			return s.ackResync(end.Account)
+		}
 		pos, touched, err := j.finish(end)
 		if err != nil {
-			return fmt.Errorf("resync of %s: %w", end.Account, err)
+			if errors.Is(err, ErrFrame) {
+				return fmt.Errorf("resync of %s: %w", end.Account, err)
+			}
+			s.resyncFailed(end.Account, err)
+			return s.ackResync(end.Account)
 		}
 		s.amu.Lock()
 		s.allowed[end.Account] = j.epoch
@@ -682,4 +702,23 @@ func (s *session) resyncFrame(ctx context.Context, t MsgType, body []byte) error
 		return s.send(MsgAck, MarshalAck(Ack{Positions: []Position{{Account: end.Account, Applied: uint64(pos.Applied), State: pos.State}}}))
 	}
 	return fmt.Errorf("%w: %s is not a resync message", ErrFrame, t)
+}
+
+// resyncFailed records that an account's resync failed here (it stays in
+// state resyncing: the next session resyncs it again).
+func (s *session) resyncFailed(account string, err error) {
+	s.log.Error("full resync failed; the account waits for the next attempt", "account", account, "err", err)
+	if e := s.r.Applier.SetState(account, StateResyncing, "full resync failed: "+err.Error()); e != nil {
+		s.log.Error("persist resync state", "account", account, "err", e)
+	}
+}
+
+// ackResync tells the sender an account's state after a resync that did
+// not complete.
+func (s *session) ackResync(account string) error {
+	p, err := s.r.Applier.Position(account)
+	if err != nil {
+		return err
+	}
+	return s.send(MsgAck, MarshalAck(Ack{Positions: []Position{{Account: account, Applied: uint64(p.Applied), State: p.State}}}))
 }

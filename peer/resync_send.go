@@ -305,7 +305,12 @@ func (c *sconn) resyncOne(ctx context.Context, br *bufio.Reader, a AccountEpoch)
 	from := uint64(c.s.Source.Durable()) // P: before the walk
 	entries, err := c.s.listAccount(ctx, a.Account)
 	if err != nil {
-		return 0, false, false, err
+		if ctx.Err() != nil {
+			return 0, false, false, err
+		}
+		// This account only: the others resync and stream.
+		log.Error("cannot list the account for a full resync; it is not replicated this session", "err", err)
+		return 0, false, false, nil
 	}
 	byPath := map[TreePath]*ManifestEntry{}
 	for i := range entries {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -541,5 +542,71 @@ func TestResyncReplayBoundary(t *testing.T) {
 	p.sameTrees(t)
 	if pos, _ := p.applier.Position("alice"); pos.State != StateOK {
 		t.Fatalf("alice: %+v", pos)
+	}
+}
+
+// TestResyncFailureStaysWithItsAccount: an account the master cannot list,
+// and one the replica cannot resync (a file it cannot remove), hold up
+// nobody else: the other account is seeded and streams.
+func TestResyncFailureStaysWithItsAccount(t *testing.T) {
+	p := newPair(t, []string{"alice", "bob", "carol"})
+	rng := rand.New(rand.NewPCG(91, 92))
+	for _, a := range []string{"alice", "bob", "carol"} {
+		p.m.seed(rng, a, "", 10)
+	}
+	// carol's replica holds a file the master lacks and nobody may remove.
+	stuck := filepath.Join(p.replica, "spool/carol/INBOX/stuck")
+	os.MkdirAll(filepath.Dir(stuck), 0o700)
+	os.WriteFile(stuck, []byte("immutable"), 0o600)
+	if out, err := exec.Command("chattr", "+i", stuck).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chattr +i (needs root and e2fsprogs): %v %s", err, out)
+		}
+		t.Skipf("chattr +i: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", stuck).Run() })
+	s, _ := p.resyncSender(t)
+	s.ResyncSettle = 50 * time.Millisecond
+	honest := s.Walk
+	s.Walk = func(acct string, fn func(tree, rel string, fi os.FileInfo) error) error {
+		if acct == "alice" {
+			return errors.New("permission denied (test)")
+		}
+		return honest(acct, fn)
+	}
+	run(t, s)
+	p.m.deliver([]string{"bob"}, []byte("for bob"))
+	p.m.sync()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if pos, _ := p.applier.Position("bob"); pos.Applied >= p.m.lsn && pos.State == StateOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			pos, _ := p.applier.Position("bob")
+			t.Fatalf("bob held up by the others' failed resyncs: %+v", pos)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if pos, _ := p.applier.Position("carol"); pos.State != StateResyncing || !strings.Contains(pos.Reason, "resync failed") {
+		t.Fatalf("carol: %+v, want state resyncing with the failure", pos)
+	}
+	if pos, _ := p.applier.Position("alice"); pos.Applied != 0 || pos.State != StateOK {
+		t.Fatalf("alice (not listable on the master): %+v, want untouched", pos)
+	}
+	want := map[string]string{}
+	for k, v := range treeDigest(t, p.m.tree) {
+		if strings.Contains(k, "bob") {
+			want[k] = v
+		}
+	}
+	got := map[string]string{}
+	for k, v := range treeDigest(t, p.replica) {
+		if strings.Contains(k, "bob") {
+			got[k] = v
+		}
+	}
+	if d := diffTrees(t, want, got); len(d) > 0 {
+		t.Fatalf("bob differs:\n%s", strings.Join(d, "\n"))
 	}
 }

@@ -141,6 +141,23 @@
 // The receiver's own files of the account are listed by
 // ApplierOptions.Walk (the classifier), never by the sender's word.
 //
+// Writes are never coalesced across replay_to (Sender.coalesce): a merged
+// write carries the pre-state of its first record and the LSN of its last,
+// so one straddling the end would be checked, not replayed, against a copy
+// already past that pre-state.
+//
+// A resync that fails stops only its account: an account the master cannot
+// list is left out of the session (logged); one the receiver cannot bring
+// in line (an I/O error, a file it cannot remove) is answered with an Ack in
+// state 4 and its remaining frames are ignored, while the others resync and
+// stream. A protocol violation ends the connection, as everywhere.
+//
+// Known limit: the resyncs of a session run before its stream starts, so
+// while a large account is seeded the partner's other accounts wait (their
+// records stay in the journal). A separate connection per resync would
+// lift this; it needs the consumer position held at or below each
+// resyncing account's P meanwhile.
+//
 // # Evolution
 //
 // The version in Hello/Welcome is the highest the node speaks; both use the

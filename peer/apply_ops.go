@@ -103,18 +103,18 @@ func (b *batch) content(r *journal.Record) (data []byte, linkFrom *hashRef, err 
 		if r.Hash != ([32]byte{}) && sha256.Sum256(r.Data) != r.Hash {
 			return nil, nil, fmt.Errorf("%w: inline content does not match its hash", ErrDiverged)
 		}
-		return r.Data, nil, nil
-	}
-	if ref, ok := b.hashes[r.Hash]; ok {
-		return nil, &ref, nil
-	}
-	if ref, ok := b.a.st.lookupHash(r.Hash); ok {
-		if t := b.a.trees[ref.tree]; t != nil {
-			if sum, _, ok, err := hashFile(t, ref.rel); err == nil && ok && sum == r.Hash {
-				return nil, &ref, nil
+		if len(r.Data) > 0 {
+			// Sent by value, but held here already (another recipient's copy
+			// applied in an earlier session, or by a resync): a caller may
+			// hard-link it, as the master's names share one inode.
+			if ref, ok := b.heldRef(r.Hash); ok {
+				return r.Data, &ref, nil
 			}
 		}
-		b.a.st.dropHash(r.Hash) // stale entry: the file changed or is gone
+		return r.Data, nil, nil
+	}
+	if ref, ok := b.heldRef(r.Hash); ok {
+		return nil, &ref, nil
 	}
 	if b.fetch == nil {
 		return nil, nil, fmt.Errorf("peer: body %x not held here and no sender to fetch it from", r.Hash[:8])
@@ -127,6 +127,23 @@ func (b *batch) content(r *journal.Record) (data []byte, linkFrom *hashRef, err 
 		return nil, nil, fmt.Errorf("fetched body %x: hash or size mismatch", r.Hash[:8])
 	}
 	return data, nil, nil
+}
+
+// heldRef finds a file of the replica holding content h: written by this
+// batch, or in the content index (re-verified; a stale entry is dropped).
+func (b *batch) heldRef(h [32]byte) (hashRef, bool) {
+	if ref, ok := b.hashes[h]; ok {
+		return ref, true
+	}
+	if ref, ok := b.a.st.lookupHash(h); ok {
+		if t := b.a.trees[ref.tree]; t != nil {
+			if sum, _, ok, err := hashFile(t, ref.rel); err == nil && ok && sum == h {
+				return ref, true
+			}
+		}
+		b.a.st.dropHash(h) // stale entry: the file changed or is gone
+	}
+	return hashRef{}, false
 }
 
 // sameAttrs reports whether the file at ref has r's mode, owner and mtime, so
@@ -172,6 +189,8 @@ func (b *batch) message(t *treeRoot, r *journal.Record, replay bool) error {
 				return nil
 			}
 		}
+	}
+	if ref != nil && data == nil {
 		// Different attributes or tree: copy within the replica.
 		src := b.a.trees[ref.tree]
 		f, err := src.open(ref.rel, unix.O_RDONLY, 0)
@@ -295,7 +314,7 @@ func (b *batch) replace(t *treeRoot, r *journal.Record, replay bool) error {
 	if err != nil {
 		return err
 	}
-	if ref != nil {
+	if ref != nil && data == nil {
 		src := b.a.trees[ref.tree]
 		f, err := src.open(ref.rel, unix.O_RDONLY, 0)
 		if err != nil {

@@ -49,10 +49,12 @@ func (s *Sender) needsResync(p Position) string {
 		return "a resync was cut short"
 	case p.State != StateOK:
 		return ""
-	case p.Applied == 0:
+	}
+	k, seen := s.knownApplied(p.Account)
+	if p.Applied == 0 && !seen {
 		return "never synced"
 	}
-	if k := s.knownApplied(p.Account); p.Applied < k {
+	if p.Applied < k {
 		return fmt.Sprintf("the partner reports position %d, it acknowledged %d before (lost state)", p.Applied, k)
 	}
 	return ""
@@ -61,17 +63,24 @@ func (s *Sender) needsResync(p Position) string {
 // --- acknowledged positions per account (KnownFile) -------------------------
 
 type knownStore struct {
-	mu    sync.Mutex
-	once  sync.Once
-	m     map[string]uint64
-	dirty bool
-	saved time.Time
+	mu     sync.Mutex
+	once   sync.Once
+	m      map[string]uint64 // account → applied position the partner acknowledged
+	replay map[string]uint64 // account → end of its last resync's replay window
+	dirty  bool
+	saved  time.Time
+}
+
+// knownData is KnownFile's content (JSON).
+type knownData struct {
+	Applied  map[string]uint64 `json:"applied"`
+	ReplayTo map[string]uint64 `json:"replay_to,omitempty"`
 }
 
 func (s *Sender) knownLoad() *knownStore {
 	k := &s.known
 	k.once.Do(func() {
-		k.m = map[string]uint64{}
+		k.m, k.replay = map[string]uint64{}, map[string]uint64{}
 		if s.KnownFile == "" {
 			return
 		}
@@ -82,19 +91,30 @@ func (s *Sender) knownLoad() *knownStore {
 			}
 			return
 		}
-		if err := json.Unmarshal(b, &k.m); err != nil {
+		var d knownData
+		if err := json.Unmarshal(b, &d); err != nil {
 			s.logger().Warn("acknowledged positions unreadable; lost-state detection starts afresh", "file", s.KnownFile, "err", err)
-			k.m = map[string]uint64{}
+			return
+		}
+		if d.Applied != nil {
+			k.m = d.Applied
+		}
+		if d.ReplayTo != nil {
+			k.replay = d.ReplayTo
 		}
 	})
 	return k
 }
 
-func (s *Sender) knownApplied(account string) uint64 {
+// knownApplied returns the position the partner acknowledged for account,
+// and whether it ever did (a resync to position 0, of an empty journal,
+// counts).
+func (s *Sender) knownApplied(account string) (uint64, bool) {
 	k := s.knownLoad()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.m[account]
+	v, ok := k.m[account]
+	return v, ok
 }
 
 // noteKnown records an acknowledged position; it is saved at most every
@@ -112,14 +132,30 @@ func (s *Sender) noteKnown(account string, applied uint64) {
 	}
 }
 
-// setKnown records the position a resync gave an account (it may be lower
-// than an older one).
-func (s *Sender) setKnown(account string, applied uint64) {
+// setResynced records the position a resync gave an account (it may be
+// lower than an older one) and the end of its replay window.
+func (s *Sender) setResynced(account string, applied, replayTo uint64) {
 	k := s.knownLoad()
 	k.mu.Lock()
-	k.m[account], k.dirty = applied, true
+	k.m[account], k.replay[account], k.dirty = applied, replayTo, true
 	k.mu.Unlock()
 	s.saveKnown()
+}
+
+// replayBounds returns the end of each account's last resync replay window
+// still ahead of the consumer position: writes are never coalesced across
+// it (sconn.coalesce).
+func (s *Sender) replayBounds(acked journal.LSN) map[string]journal.LSN {
+	k := s.knownLoad()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := map[string]journal.LSN{}
+	for a, l := range k.replay {
+		if journal.LSN(l) > acked {
+			out[a] = journal.LSN(l)
+		}
+	}
+	return out
 }
 
 func (s *Sender) saveKnown() {
@@ -132,7 +168,7 @@ func (s *Sender) saveKnown() {
 	if !k.dirty {
 		return
 	}
-	b, err := json.Marshal(k.m)
+	b, err := json.Marshal(knownData{Applied: k.m, ReplayTo: k.replay})
 	if err == nil {
 		err = writeFileAtomic(s.KnownFile, b)
 	}
@@ -203,6 +239,56 @@ func (s *Sender) Resync(ctx context.Context, accounts []AccountEpoch) error {
 	return nil
 }
 
+// sideResync resyncs accounts on a connection of its own, with P = p0 for
+// all of them (recorded before any walk), while c streams the others. When
+// it is done, c ends so that the next session streams the resynced
+// accounts from P0+1 (c's consumer position is held at P0 meanwhile).
+func (c *sconn) sideResync(ctx context.Context, accounts []AccountEpoch, p0 journal.LSN) {
+	err := func() error {
+		side, br, w, sctx, err := c.s.handshake(ctx, accounts)
+		if err != nil {
+			return err
+		}
+		defer side.cancel()
+		var take []AccountEpoch
+		for _, p := range w.Positions {
+			if c.s.needsResync(p) != "" {
+				for _, a := range accounts {
+					if a.Account == p.Account {
+						take = append(take, a)
+					}
+				}
+			}
+		}
+		side.fixedP = &p0
+		return side.resyncAccounts(sctx, br, take)
+	}()
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		err = fmt.Errorf("resync: %w", err)
+	} else {
+		err = errResyncDone
+	}
+	c.stop(err)
+}
+
+// errResyncDone ends a session after its side resyncs: the next session
+// streams the resynced accounts.
+var errResyncDone = errors.New("peer: full resyncs done; reconnecting to stream those accounts")
+
+// stop ends the session with err.
+func (c *sconn) stop(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.cancel()
+}
+
 // resyncAccounts runs the full resync of accounts, one after the other, and
 // then closes their replay windows. On success the accounts stream from
 // the position recorded before each walk (sc.ok, sc.applied).
@@ -238,7 +324,6 @@ func (c *sconn) resyncAccounts(ctx context.Context, br *bufio.Reader, accounts [
 		}
 	}
 	to := uint64(c.s.Source.Durable())
-	c.replayTo = journal.LSN(to)
 	for _, f := range finished {
 		if err := c.send(MsgResyncEnd, MarshalResyncEnd(ResyncEnd{Account: f.acct, From: f.from, ReplayTo: max(to, f.from)})); err != nil {
 			return fmt.Errorf("send resync end: %w", err)
@@ -260,7 +345,10 @@ func (c *sconn) resyncAccounts(ctx context.Context, br *bufio.Reader, accounts [
 			}
 			c.ok[p.Account] = true
 			c.applied[p.Account] = p.Applied
-			c.s.setKnown(p.Account, p.Applied)
+			c.s.setResynced(p.Account, p.Applied, max(to, p.Applied))
+			c.mu.Lock()
+			c.replayTo[p.Account] = journal.LSN(max(to, p.Applied))
+			c.mu.Unlock()
 			c.s.Stats.Resyncs.Add(1)
 			c.s.logger().Info("account resynced", "account", p.Account, "from", p.Applied)
 			c.s.progress(ResyncProgress{Account: p.Account, Phase: "done"})
@@ -303,6 +391,9 @@ func (s *Sender) progress(p ResyncProgress) {
 func (c *sconn) resyncOne(ctx context.Context, br *bufio.Reader, a AccountEpoch) (uint64, bool, bool, error) {
 	log := c.s.logger().With("account", a.Account)
 	from := uint64(c.s.Source.Durable()) // P: before the walk
+	if c.fixedP != nil {
+		from = uint64(*c.fixedP)
+	}
 	entries, err := c.s.listAccount(ctx, a.Account)
 	if err != nil {
 		if ctx.Err() != nil {

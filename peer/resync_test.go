@@ -610,3 +610,59 @@ func TestResyncFailureStaysWithItsAccount(t *testing.T) {
 		t.Fatalf("bob differs:\n%s", strings.Join(d, "\n"))
 	}
 }
+
+// TestResyncDoesNotHoldOthers: while an account is resynced (its walk
+// held up here), the partner's other accounts keep streaming.
+func TestResyncDoesNotHoldOthers(t *testing.T) {
+	p := newPair(t, []string{"bob", "alice"})
+	rng := rand.New(rand.NewPCG(101, 102))
+	s1, _ := p.resyncSender(t)
+	s1.Accounts = func() []AccountEpoch { return []AccountEpoch{{"bob", 1}} }
+	stop := run(t, s1)
+	p.m.deliver([]string{"bob"}, body(rng, 1, 1000))
+	p.m.sync()
+	p.waitApplied(t, 20*time.Second)
+	stop()
+
+	// alice joins with an existing spool; her walk waits for a release.
+	p.m.seed(rng, "alice", "", 50)
+	s2, _ := p.resyncSender(t)
+	s2.KnownFile = s1.KnownFile
+	s2.ResyncSettle = 50 * time.Millisecond
+	release := make(chan struct{})
+	honest := s2.Walk
+	s2.Walk = func(acct string, fn func(tree, rel string, fi os.FileInfo) error) error {
+		if acct == "alice" {
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		return honest(acct, fn)
+	}
+	run(t, s2)
+	p.m.deliver([]string{"bob"}, body(rng, 2, 1000))
+	p.m.sync()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if pos, _ := p.applier.Position("bob"); pos.Applied >= p.m.lsn {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bob did not stream while alice's resync was under way")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	deadline = time.Now().Add(20 * time.Second)
+	for s2.Stats.Resyncs.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("alice's resync did not complete")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.m.deliver([]string{"alice", "bob"}, body(rng, 3, 1000))
+	p.m.sync()
+	p.waitApplied(t, 20*time.Second)
+	p.sameTrees(t)
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -107,6 +108,10 @@ func (s *Sender) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errResyncDone) {
+			s.logger().Info("full resyncs done; reconnecting to stream those accounts", "addr", s.Addr)
+			continue
+		}
 		if time.Since(start) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}
@@ -131,13 +136,16 @@ type sconn struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	applied  map[string]uint64           // per account, from Welcome and Acks
-	ok       map[string]bool             // accounts this session ships
-	inflight []inflightRec               // sent, not yet acked, in LSN order
-	readUpTo journal.LSN                 // every record ≤ this was read (sent or skipped)
-	err      error                       // the ack reader's end
-	recent   map[[32]byte]time.Time      // bodies sent by value on this link
-	replayTo journal.LSN                 // end of this session's resync replay window (0: none)
+	applied  map[string]uint64      // per account, from Welcome and Acks
+	ok       map[string]bool        // accounts this session ships
+	inflight []inflightRec          // sent, not yet acked, in LSN order
+	readUpTo journal.LSN            // every record ≤ this was read (sent or skipped)
+	err      error                  // the ack reader's end
+	recent   map[[32]byte]time.Time // bodies sent by value on this link
+	replayTo map[string]journal.LSN // per account: end of its resync replay window
+	floor    journal.LSN            // with hasFloor: the consumer position may not pass it
+	hasFloor bool
+	fixedP   *journal.LSN                // a side resync's P, recorded before any of its walks
 	pending  map[string][]journal.Record // mailbox id → records held until attributed
 }
 
@@ -239,7 +247,7 @@ func (s *Sender) handshake(ctx context.Context, accounts []AccountEpoch) (*sconn
 	ctx, cancel := context.WithCancel(ctx)
 	go func() { <-ctx.Done(); c.Close() }()
 	s.Stats.Connects.Add(1)
-	sc := &sconn{s: s, c: c, cancel: cancel, w: bufio.NewWriterSize(c, 256<<10), applied: map[string]uint64{}, ok: map[string]bool{}, recent: map[[32]byte]time.Time{}, pending: map[string][]journal.Record{}}
+	sc := &sconn{s: s, c: c, cancel: cancel, w: bufio.NewWriterSize(c, 256<<10), applied: map[string]uint64{}, ok: map[string]bool{}, recent: map[[32]byte]time.Time{}, pending: map[string][]journal.Record{}, replayTo: map[string]journal.LSN{}}
 	sc.cond = sync.NewCond(&sc.mu)
 	br := bufio.NewReaderSize(c, 64<<10)
 	fail := func(err error) (*sconn, *bufio.Reader, Welcome, context.Context, error) {
@@ -303,11 +311,18 @@ func (s *Sender) session(ctx context.Context) error {
 		}
 	}
 	if len(resync) > 0 {
-		if err := sc.resyncAccounts(ctx, br, resync); err != nil {
-			return fmt.Errorf("resync: %w", err)
-		}
+		// On a connection of their own, so the other accounts stream
+		// meanwhile; the consumer position stays at or below P0 until then.
+		p0 := s.Source.Durable()
+		sc.mu.Lock()
+		sc.floor, sc.hasFloor = p0, true
+		sc.mu.Unlock()
+		go sc.sideResync(ctx, resync, p0)
 	}
 	sc.readUpTo = from - 1
+	sc.mu.Lock()
+	sc.replayTo = s.replayBounds(from - 1)
+	sc.mu.Unlock()
 	s.Stats.Connected.Store(true)
 	s.logger().Info("replication link up", "addr", s.Addr, "accounts", len(sc.ok), "from", from)
 
@@ -399,13 +414,15 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 // the pre-state of its first, so one straddling the end would be checked
 // (not replayed) against a copy already ahead of that pre-state.
 func (c *sconn) coalesce(batch []journal.Record) []journal.Record {
+	c.mu.Lock()
 	rt := c.replayTo
-	if rt == 0 {
+	c.mu.Unlock()
+	if len(rt) == 0 {
 		return journal.Coalesce(batch)
 	}
 	var in, after []journal.Record
 	for _, r := range batch {
-		if r.LSN <= rt {
+		if r.LSN <= rt[r.Account] {
 			in = append(in, r)
 		} else {
 			after = append(after, r)
@@ -554,6 +571,9 @@ func (c *sconn) advanceAck() {
 	acked := c.readUpTo
 	if len(c.inflight) > 0 {
 		acked = c.inflight[0].lsn - 1
+	}
+	if c.hasFloor && acked > c.floor {
+		acked = c.floor // accounts resyncing on a side connection stream from P0+1
 	}
 	c.cond.Broadcast()
 	c.mu.Unlock()

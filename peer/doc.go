@@ -105,11 +105,16 @@
 // ACCOUNT`, Sender.Resync, which also takes a quarantined account: the
 // admin's resolution). The account stays live on the master throughout.
 //
-// Resyncs run at the start of a session, after Welcome and before the first
-// Batch, one account at a time; a resync needed mid-session (an Ack with
-// state 2) ends the session, and the next one resyncs. For each account:
+// When a session's Welcome shows accounts needing a resync, the sender
+// records P = the journal's durable position, streams the other accounts on
+// that connection (its consumer position is held at or below P meanwhile),
+// and resyncs those accounts on a second connection of their own (Hello
+// naming only them), one after the other; when done it ends the session,
+// and the next streams them too. A resync needed mid-session (an Ack with
+// state 2) ends the session; the next one resyncs. On a resync connection
+// no Batch is sent. For each account:
 //
-//  1. The sender records P = the journal's durable position, then walks
+//  1. With P recorded before any of the walks, the sender walks
 //     the account's files on the master (Sender.Walk: the paths the
 //     classifier gives to the account), hashes them, and sends the listing
 //     in Manifest chunks.
@@ -141,10 +146,11 @@
 // The receiver's own files of the account are listed by
 // ApplierOptions.Walk (the classifier), never by the sender's word.
 //
-// Writes are never coalesced across replay_to (Sender.coalesce): a merged
-// write carries the pre-state of its first record and the LSN of its last,
-// so one straddling the end would be checked, not replayed, against a copy
-// already past that pre-state.
+// Writes are never coalesced across replay_to (sconn.coalesce; the sender
+// keeps each account's replay_to in Sender.KnownFile): a merged write
+// carries the pre-state of its first record and the LSN of its last, so one
+// straddling the end would be checked, not replayed, against a copy already
+// past that pre-state.
 //
 // A resync that fails stops only its account: an account the master cannot
 // list is left out of the session (logged); one the receiver cannot bring
@@ -152,11 +158,9 @@
 // state 4 and its remaining frames are ignored, while the others resync and
 // stream. A protocol violation ends the connection, as everywhere.
 //
-// Known limit: the resyncs of a session run before its stream starts, so
-// while a large account is seeded the partner's other accounts wait (their
-// records stay in the journal). A separate connection per resync would
-// lift this; it needs the consumer position held at or below each
-// resyncing account's P meanwhile.
+// Known limit: the accounts of one resync connection go one after the
+// other, and stream only once all of them are done; while a resync runs the
+// journal keeps everything after P (the consumer position is held there).
 //
 // # Evolution
 //

@@ -244,34 +244,69 @@ func (s *Sender) Resync(ctx context.Context, accounts []AccountEpoch) error {
 // it is done, c ends so that the next session streams the resynced
 // accounts from P0+1 (c's consumer position is held at P0 meanwhile).
 func (c *sconn) sideResync(ctx context.Context, accounts []AccountEpoch, p0 journal.LSN) {
-	err := func() error {
-		side, br, w, sctx, err := c.s.handshake(ctx, accounts)
-		if err != nil {
-			return err
+	retry := 5 * time.Second
+	for first := true; ; first = false {
+		if !first {
+			// A retry: a new P, and the consumer position held there
+			// (it is at or below it: nothing beyond durable is read).
+			c.mu.Lock()
+			p0 = c.s.Source.Durable()
+			c.floor, c.hasFloor = p0, true
+			c.mu.Unlock()
 		}
-		defer side.cancel()
-		var take []AccountEpoch
-		for _, p := range w.Positions {
-			if c.s.needsResync(p) != "" {
-				for _, a := range accounts {
-					if a.Account == p.Account {
-						take = append(take, a)
-					}
-				}
+		done, err := c.sideResyncOnce(ctx, accounts, p0)
+		if ctx.Err() != nil {
+			return
+		}
+		if done > 0 {
+			c.stop(errResyncDone)
+			return
+		}
+		// Nothing resynced (the accounts could not be listed, the partner
+		// could not apply them, or the link failed): the others keep
+		// streaming on this session; try again later.
+		c.s.logger().Warn("full resync did not complete; retrying", "accounts", len(accounts), "err", err, "in", retry)
+		c.mu.Lock()
+		c.hasFloor = false // meanwhile the journal may drop what is acked
+		c.mu.Unlock()
+		c.advanceAck()
+		select {
+		case <-time.After(retry):
+		case <-ctx.Done():
+			return
+		}
+		retry = min(retry*2, 5*time.Minute)
+	}
+}
+
+// sideResyncOnce makes one attempt and returns how many accounts it
+// resynced.
+func (c *sconn) sideResyncOnce(ctx context.Context, accounts []AccountEpoch, p0 journal.LSN) (int, error) {
+	side, br, w, sctx, err := c.s.handshake(ctx, accounts)
+	if err != nil {
+		return 0, err
+	}
+	defer side.cancel()
+	var take []AccountEpoch
+	for _, p := range w.Positions {
+		if c.s.needsResync(p) == "" {
+			continue
+		}
+		for _, a := range accounts {
+			if a.Account == p.Account {
+				take = append(take, a)
 			}
 		}
-		side.fixedP = &p0
-		return side.resyncAccounts(sctx, br, take)
-	}()
-	if ctx.Err() != nil {
-		return
 	}
-	if err != nil {
-		err = fmt.Errorf("resync: %w", err)
-	} else {
-		err = errResyncDone
+	side.fixedP = &p0
+	err = side.resyncAccounts(sctx, br, take)
+	n := 0
+	for _, a := range take {
+		if side.ok[a.Account] {
+			n++
+		}
 	}
-	c.stop(err)
+	return n, err
 }
 
 // errResyncDone ends a session after its side resyncs: the next session

@@ -565,7 +565,7 @@ func TestResyncFailureStaysWithItsAccount(t *testing.T) {
 		t.Skipf("chattr +i: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("chattr", "-i", stuck).Run() })
-	s, _ := p.resyncSender(t)
+	s, src := p.resyncSender(t)
 	s.ResyncSettle = 50 * time.Millisecond
 	honest := s.Walk
 	s.Walk = func(acct string, fn func(tree, rel string, fi os.FileInfo) error) error {
@@ -585,6 +585,13 @@ func TestResyncFailureStaysWithItsAccount(t *testing.T) {
 		if time.Now().After(deadline) {
 			pos, _ := p.applier.Position("bob")
 			t.Fatalf("bob held up by the others' failed resyncs: %+v", pos)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Between attempts the journal is not held for the failed accounts.
+	for deadline := time.Now().Add(10 * time.Second); src.Acked() < p.m.lsn; {
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer position %d held below %d by the failed resyncs", src.Acked(), p.m.lsn)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

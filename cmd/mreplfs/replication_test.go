@@ -57,7 +57,6 @@ func mreplfsBinary(t *testing.T) string {
 	return binPath
 }
 
-
 // server is one side: backing trees, mounts, journal, role map, peer.
 type server struct {
 	t                 *testing.T

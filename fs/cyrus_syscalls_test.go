@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -228,27 +230,22 @@ func TestUnlinkOpenFile(t *testing.T) {
 	}
 }
 
-// TestMmapCoherence: a PROT_READ MAP_SHARED reader sees another fd's
-// write() at once (no stale page cache, no direct_io).
+// TestMmapCoherence: a PROT_READ MAP_SHARED reader (another process, as
+// in Cyrus) sees a write() at once (no stale page cache, no direct_io).
 func TestMmapCoherence(t *testing.T) {
 	e := masterEnv(t)
 	p := filepath.Join(e.Mnt, "acct/a/INBOX/cyrus.index")
 	must(t, os.WriteFile(p, bytes.Repeat([]byte("a"), 8192), 0o600))
-	rfd, err := unix.Open(p, unix.O_RDONLY, 0)
-	must(t, err)
-	defer unix.Close(rfd)
-	m, err := unix.Mmap(rfd, 0, 8192, unix.PROT_READ, unix.MAP_SHARED)
-	must(t, err)
-	defer unix.Munmap(m)
-	if m[100] != 'a' {
-		t.Fatalf("mapped %q", m[100])
+	r := startMmapReader(t, p, 8192)
+	if got := r.read(t, 100, 3); got != "aaa" {
+		t.Fatalf("mapped %q", got)
 	}
 	wfd, err := unix.Open(p, unix.O_RDWR, 0)
 	must(t, err)
 	defer unix.Close(wfd)
 	_, err = unix.Pwrite(wfd, []byte("XYZ"), 100)
 	must(t, err)
-	if got := string(m[100:103]); got != "XYZ" {
+	if got := r.read(t, 100, 3); got != "XYZ" {
 		t.Errorf("mmap reader sees %q after write(), want XYZ", got)
 	}
 }
@@ -342,9 +339,75 @@ func lockHelper(p string) {
 	os.Exit(0)
 }
 
+// mmapHelper maps p (PROT_READ, MAP_SHARED) and answers each stdin line
+// "OFF LEN" with the mapped bytes, quoted. Mapped FUSE memory is never
+// touched by the test process itself: a page fault there needs the
+// in-process FUSE server, and a garbage-collector stop-the-world waiting for
+// the faulting thread would deadlock it (FUSE.md G13).
+func mmapHelper(p string) {
+	var size int
+	fmt.Sscanf(os.Getenv("MREPLFS_MMAP_SIZE"), "%d", &size)
+	fd, err := unix.Open(p, unix.O_RDONLY, 0)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	m, err := unix.Mmap(fd, 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println("mapped")
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		var off, n int
+		fmt.Sscanf(sc.Text(), "%d %d", &off, &n)
+		fmt.Printf("%q\n", m[off:off+n])
+	}
+	os.Exit(0)
+}
+
+// mmapReader is a subprocess holding a shared read-only mapping of a file.
+type mmapReader struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startMmapReader(t *testing.T, p string, size int) *mmapReader {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "MREPLFS_MMAP_HELPER="+p, fmt.Sprintf("MREPLFS_MMAP_SIZE=%d", size))
+	in, err := cmd.StdinPipe()
+	must(t, err)
+	out, err := cmd.StdoutPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	r := &mmapReader{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	if line, err := r.out.ReadString('\n'); err != nil || line != "mapped\n" {
+		t.Fatalf("mmap helper: %q %v", line, err)
+	}
+	return r
+}
+
+// read returns the mapped bytes [off, off+n).
+func (r *mmapReader) read(t *testing.T, off, n int) string {
+	t.Helper()
+	fmt.Fprintf(r.in, "%d %d\n", off, n)
+	line, err := r.out.ReadString('\n')
+	must(t, err)
+	s, err := strconv.Unquote(strings.TrimSpace(line))
+	must(t, err)
+	return s
+}
+
 func TestMain(m *testing.M) {
 	if p := os.Getenv("MREPLFS_LOCK_HELPER"); p != "" {
 		lockHelper(p)
+	}
+	if p := os.Getenv("MREPLFS_MMAP_HELPER"); p != "" {
+		mmapHelper(p)
 	}
 	os.Exit(m.Run())
 }

@@ -37,6 +37,51 @@ type Receiver struct {
 	// OnApplied, when set, is called after each batch with the paths it
 	// changed per tree (to make the mount forget cached names and pages).
 	OnApplied func(touched map[string][]string)
+
+	omu    sync.Mutex
+	owners map[string]*session // account → the session that applies its records
+}
+
+// takeOver makes s the session that applies account: an older session (a
+// connection of a sender that died or reconnected) stops taking its
+// records, and its batch under way, if any, ends before s reads the
+// account's position for its Welcome. Otherwise the old session could apply
+// records after the Welcome, and the new sender resend them over a replica
+// already past their pre-state.
+func (r *Receiver) takeOver(account string, s *session) {
+	r.omu.Lock()
+	if r.owners == nil {
+		r.owners = map[string]*session{}
+	}
+	old := r.owners[account]
+	r.owners[account] = s
+	r.omu.Unlock()
+	if old == nil || old == s {
+		return
+	}
+	old.amu.Lock()
+	delete(old.allowed, account)
+	old.amu.Unlock()
+	old.applying.Lock()
+	old.applying.Unlock()
+}
+
+// release forgets s as the owner of its accounts once its connection has
+// ended: no batch of s applies anything after it returns (its apply
+// goroutine may outlive the connection by a batch).
+func (r *Receiver) release(s *session) {
+	s.amu.Lock()
+	clear(s.allowed)
+	s.amu.Unlock()
+	s.applying.Lock()
+	s.applying.Unlock()
+	r.omu.Lock()
+	defer r.omu.Unlock()
+	for a, o := range r.owners {
+		if o == s {
+			delete(r.owners, a)
+		}
+	}
 }
 
 func (r *Receiver) logger() *slog.Logger {
@@ -81,6 +126,7 @@ type session struct {
 	wmu      sync.Mutex
 	w        *bufio.Writer
 	amu      sync.Mutex
+	applying sync.Mutex        // held while a batch is filtered and applied
 	allowed  map[string]uint64 // account → epoch accepted in this session (guarded by amu)
 	admitted map[string]uint64 // account → epoch of every account this node masters for us (resyncable)
 	lists    map[string][]ManifestEntry
@@ -110,6 +156,7 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 
 	s := &session{r: r, conn: c, w: bufio.NewWriterSize(c, 256<<10), blobs: map[[32]byte]chan []byte{}, allowed: map[string]uint64{},
 		admitted: map[string]uint64{}, lists: map[string][]ManifestEntry{}, jobs: map[string]*resyncJob{}, held: map[[32]byte]hashRef{}}
+	defer func() { cancel(); r.release(s) }() // cancel first: a batch waiting for a body ends
 	node := ""
 	if tc, ok := c.(*tls.Conn); ok {
 		c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -156,6 +203,7 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 		pos := Position{Account: ae.Account}
 		state, why := r.admit(node, ae)
 		if state == StateOK {
+			r.takeOver(ae.Account, s)
 			p, err := r.Applier.Position(ae.Account)
 			if err != nil {
 				return fmt.Errorf("read position of %s: %w", ae.Account, err)
@@ -163,7 +211,9 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 			pos.Applied, pos.Epoch, state = uint64(p.Applied), p.Epoch, p.State
 			s.admitted[ae.Account] = ae.Epoch
 			if state == StateOK {
+				s.amu.Lock()
 				s.allowed[ae.Account] = ae.Epoch
+				s.amu.Unlock()
 			}
 		} else {
 			s.log.Warn("account refused", "account", ae.Account, "reason", why)
@@ -175,7 +225,10 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 		return fmt.Errorf("send welcome: %w", err)
 	}
 	c.SetDeadline(time.Time{})
-	s.log.Info("peer connected", "accounts", len(h.Accounts), "accepted", len(s.allowed))
+	s.amu.Lock()
+	accepted := len(s.allowed)
+	s.amu.Unlock()
+	s.log.Info("peer connected", "accounts", len(h.Accounts), "accepted", accepted)
 
 	// Batches go to one applier goroutine, so this loop stays free to
 	// receive the blobs the applier asks for.
@@ -291,60 +344,71 @@ func (s *session) applyLoop(ctx context.Context, batches *batchQueue) error {
 		if !ok {
 			return nil
 		}
-		recs := make([]journal.Record, 0, len(raw))
-		for _, b := range raw {
-			r, err := DecodeRecord(b)
-			if err != nil {
-				return err
-			}
-			s.amu.Lock()
-			epoch, ok := s.allowed[r.Account]
-			s.amu.Unlock()
-			if !ok {
-				s.log.Warn("record for an account not accepted in this session dropped", "account", r.Account, "lsn", r.LSN)
-				continue
-			}
-			if r.Epoch > epoch {
-				s.log.Warn("record from a future epoch dropped", "account", r.Account, "lsn", r.LSN, "epoch", r.Epoch)
-				continue
-			}
-			recs = append(recs, r)
+		if err := s.applyBatch(ctx, raw); err != nil {
+			return err
 		}
-		res, err := s.r.Applier.ApplyBatch(ctx, recs, s.fetch)
+	}
+}
+
+// applyBatch filters, applies and acks one batch (s.applying held: a new
+// session taking over an account waits for it).
+func (s *session) applyBatch(ctx context.Context, raw [][]byte) error {
+	s.applying.Lock()
+	defer s.applying.Unlock()
+	recs := make([]journal.Record, 0, len(raw))
+	for _, b := range raw {
+		r, err := DecodeRecord(b)
 		if err != nil {
 			return err
 		}
-		ack := Ack{}
 		s.amu.Lock()
-		for a, p := range res.Positions {
-			ack.Positions = append(ack.Positions, Position{Account: a, Applied: uint64(p.Applied), State: p.State})
-			if p.State != StateOK {
-				delete(s.allowed, a)
-			}
-		}
+		epoch, ok := s.allowed[r.Account]
 		s.amu.Unlock()
-		transient := false
-		for a, e := range res.Errors {
-			s.log.Warn("account stopped in batch", "account", a, "err", e)
-			if p := res.Positions[a]; p.State == StateOK {
-				// Records after the failed one are still coming: they must
-				// not apply over the gap. Drop the connection once acked;
-				// the sender resumes from the persisted positions.
-				transient = true
-				s.amu.Lock()
-				delete(s.allowed, a)
-				s.amu.Unlock()
-			}
+		if !ok {
+			s.log.Warn("record for an account not accepted in this session dropped", "account", r.Account, "lsn", r.LSN)
+			continue
 		}
-		if s.r.OnApplied != nil && len(res.Touched) > 0 {
-			s.r.OnApplied(res.Touched)
+		if r.Epoch > epoch {
+			s.log.Warn("record from a future epoch dropped", "account", r.Account, "lsn", r.LSN, "epoch", r.Epoch)
+			continue
 		}
-		if err := s.send(MsgAck, MarshalAck(ack)); err != nil {
-			return err
-		}
-		if transient {
-			s.conn.Close()
-			return errors.New("peer: an account failed to apply; reconnecting to resume from its position")
+		recs = append(recs, r)
+	}
+	res, err := s.r.Applier.ApplyBatch(ctx, recs, s.fetch)
+	if err != nil {
+		return err
+	}
+	ack := Ack{}
+	s.amu.Lock()
+	for a, p := range res.Positions {
+		ack.Positions = append(ack.Positions, Position{Account: a, Applied: uint64(p.Applied), State: p.State})
+		if p.State != StateOK {
+			delete(s.allowed, a)
 		}
 	}
+	s.amu.Unlock()
+	transient := false
+	for a, e := range res.Errors {
+		s.log.Warn("account stopped in batch", "account", a, "err", e)
+		if p := res.Positions[a]; p.State == StateOK {
+			// Records after the failed one are still coming: they must
+			// not apply over the gap. Drop the connection once acked;
+			// the sender resumes from the persisted positions.
+			transient = true
+			s.amu.Lock()
+			delete(s.allowed, a)
+			s.amu.Unlock()
+		}
+	}
+	if s.r.OnApplied != nil && len(res.Touched) > 0 {
+		s.r.OnApplied(res.Touched)
+	}
+	if err := s.send(MsgAck, MarshalAck(ack)); err != nil {
+		return err
+	}
+	if transient {
+		s.conn.Close()
+		return errors.New("peer: an account failed to apply; reconnecting to resume from its position")
+	}
+	return nil
 }

@@ -673,3 +673,51 @@ func TestResyncDoesNotHoldOthers(t *testing.T) {
 	p.waitApplied(t, 20*time.Second)
 	p.sameTrees(t)
 }
+
+// TestReconnectWaitsForOldBatch: a sender reconnects while the receiver is
+// still applying a batch of its old connection; the new Welcome must give
+// the position after that batch, or the new sender resends records the old
+// batch applies meanwhile, over a replica already past their pre-state.
+func TestReconnectWaitsForOldBatch(t *testing.T) {
+	p := newPair(t, []string{"alice"})
+	rng := rand.New(rand.NewPCG(111, 112))
+	block, blocked := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var armed atomic.Bool
+	p.applier.observe = func(r *journal.Record) {
+		if armed.Load() {
+			once.Do(func() { close(blocked); <-block })
+		}
+	}
+	s1, _ := p.sender(t, p.tlsA)
+	stop1 := run(t, s1)
+	for i := 0; i < 3; i++ {
+		p.m.deliver([]string{"alice"}, body(rng, i, 1000))
+	}
+	p.m.sync()
+	p.waitApplied(t, 20*time.Second)
+	armed.Store(true)
+	for i := 3; i < 6; i++ {
+		p.m.deliver([]string{"alice"}, body(rng, i, 1000))
+	}
+	p.m.sync()
+	select {
+	case <-blocked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no batch reached the applier")
+	}
+	stop1() // the old connection ends while its batch is being applied
+	for i := 6; i < 9; i++ {
+		p.m.deliver([]string{"alice"}, body(rng, i, 1000))
+	}
+	p.m.sync()
+	s2, _ := p.sender(t, p.tlsA)
+	run(t, s2)
+	time.Sleep(300 * time.Millisecond) // s2's Welcome is under way
+	close(block)
+	p.waitApplied(t, 20*time.Second)
+	p.sameTrees(t)
+	if pos, _ := p.applier.Position("alice"); pos.State != StateOK {
+		t.Fatalf("alice: %+v", pos)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,6 +44,9 @@ type DirApplier struct {
 	walk    func(account string, fn func(tree, rel string, fi os.FileInfo) error) error
 
 	mu sync.Mutex // one batch at a time
+
+	rebuilding sync.WaitGroup // RebuildIndex in the background (index.go)
+	closing    atomic.Bool
 }
 
 // ApplierOptions configure a DirApplier.
@@ -108,11 +112,16 @@ func OpenDirApplier(o ApplierOptions) (*DirApplier, error) {
 		return nil, err
 	}
 	a.st = st
+	a.rebuildIndexIfLost()
 	return a, nil
 }
 
 // Close releases the trees and the state file.
 func (a *DirApplier) Close() error {
+	if a.closing.Swap(true) {
+		return nil // closed already: never close the tree fds twice
+	}
+	a.rebuilding.Wait()
 	for _, t := range a.trees {
 		t.close()
 	}

@@ -377,3 +377,26 @@ func TestFlippedByteQuarantines(t *testing.T) {
 		t.Fatal("the diverged replica file was written over")
 	}
 }
+
+// TestIndexRebuiltIfLost: with state.db gone, the replica's message files
+// are indexed again, so a body it holds still crosses by reference.
+func TestIndexRebuiltIfLost(t *testing.T) {
+	f := newFixture(t)
+	body := []byte("a message the replica already holds")
+	if res := f.apply(t, []journal.Record{f.rec(msg("alice", "alice/INBOX/1.", body, true))}, nil); len(res.Errors) != 0 {
+		t.Fatal(res.Errors)
+	}
+	f.a.Close()
+	f.state = t.TempDir() // the state (and its index) is lost
+	f.open(t)
+	f.a.rebuilding.Wait()
+	fetched := 0
+	res := f.apply(t, []journal.Record{f.rec(msg("alice", "alice/Sent/1.", body, false))},
+		func(ctx context.Context, h [32]byte) ([]byte, error) { fetched++; return body, nil })
+	if len(res.Errors) != 0 || fetched != 0 {
+		t.Fatalf("errors %v, fetched %d; want the body found by the rebuilt index", res.Errors, fetched)
+	}
+	if n := nlink(t, filepath.Join(f.root, "spool/alice/Sent/1.")); n != 2 {
+		t.Fatalf("nlink %d, want 2 (hard-linked from the indexed copy)", n)
+	}
+}

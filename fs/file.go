@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"crypto/sha256"
 	"path"
 	"sync/atomic"
 	"syscall"
@@ -110,6 +111,21 @@ func (f *File) write(ctx context.Context, data [][]byte, off int64) (uint32, sys
 	if syscall.Fstat(f.fd(), &st) == nil {
 		prev = st.Size
 	}
+	// The bytes this write overwrites (within the old size): their SHA-256
+	// lets the replica catch a byte changed behind replication's back
+	// (journal.Record.PrevHash). Small and in the page cache: Cyrus
+	// rewrites 112- and 160-byte index regions; appends read nothing.
+	var pre []byte
+	if prev > off {
+		total := 0
+		for _, d := range data {
+			total += len(d)
+		}
+		pre = make([]byte, min(int64(total), prev-off))
+		if k, err := syscall.Pread(f.fd(), pre, off); err != nil || k != len(pre) {
+			pre = nil // a write-only fd: no pre-image, no check
+		}
+	}
 	n, e := doWrite()
 	if n == 0 {
 		return n, e
@@ -118,6 +134,9 @@ func (f *File) write(ctx context.Context, data [][]byte, off int64) (uint32, sys
 	r := newRecord(journal.OpWrite, tg.rel)
 	r.Offset = off
 	r.PrevSize = prev
+	if pre != nil {
+		r.PrevHash = sha256.Sum256(pre[:min(len(pre), int(n))])
+	}
 	r.Data = gather(data, int(n))
 	if je := f.node.fs().emit(ctx, tg, r, f.node); je != 0 {
 		return 0, je

@@ -1,6 +1,7 @@
 package fs_test
 
 import (
+	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"testing"
@@ -82,5 +83,46 @@ func TestPosix(t *testing.T) {
 			}
 			fn(t, filepath.Join(e.Mnt, "acct/posix"))
 		})
+	}
+}
+
+// TestWritePreimage: an in-place write records the SHA-256 of the bytes it
+// overwrites (PrevHash), so the replica can catch a byte changed behind
+// replication's back; an append overwrites nothing and carries none.
+func TestWritePreimage(t *testing.T) {
+	e := mounttest.Mount(t, mounttest.Options{})
+	e.Roles.Set("alice", rolemap.Master)
+	if err := os.MkdirAll(filepath.Join(e.Backing, "acct/alice"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(e.Mnt, "acct/alice/cyrus.index")
+	if err := os.WriteFile(p, []byte("0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fh, err := os.OpenFile(p, os.O_RDWR, 0) // as Cyrus opens cyrus.index
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fh.WriteAt([]byte("ABCDEF"), 7); err != nil { // overwrites "789", extends by 3
+		t.Fatal(err)
+	}
+	if _, err := fh.WriteAt([]byte("tail"), 13); err != nil { // pure append
+		t.Fatal(err)
+	}
+	fh.Close()
+	var ws []journal.Record
+	for _, r := range e.Rec.Records() {
+		if r.Op == journal.OpWrite {
+			ws = append(ws, r)
+		}
+	}
+	if len(ws) != 3 {
+		t.Fatalf("got %d writes, want 3", len(ws))
+	}
+	if got, want := ws[1].PrevHash, sha256.Sum256([]byte("789")); got != want || ws[1].PrevSize != 10 {
+		t.Errorf("overwrite: PrevHash %x PrevSize %d; want sha256(\"789\") and 10", got[:4], ws[1].PrevSize)
+	}
+	if ws[2].PrevHash != ([32]byte{}) {
+		t.Errorf("append carries a pre-image %x; want none", ws[2].PrevHash[:4])
 	}
 }

@@ -17,9 +17,11 @@ import (
 //     later write wins; adjacent ranges merge), placed where the run's last
 //     write was, with that write's LSN (so several records may share one LSN
 //     and a coalesced batch still covers every raw LSN up to its last). The
-//     first carries the run's first PrevSize (and its PrevHash, the range
-//     pre-image, only when the run is that one write), later ones
-//     PrevSize -1 ("no check").
+//     first carries the run's first PrevSize, later ones PrevSize -1 ("no
+//     check"). An output range that is exactly one write's, overlapped by
+//     no other write of the run, keeps that write's PrevHash (the range
+//     pre-image) — whole if the run is that one write, else only when the
+//     range lies within the size before the run; all others carry none.
 //   - A run ended by OpReplace or OpUnlink of the file, or by an OpRename onto
 //     it, is dropped: the content it wrote is gone. The ending record then
 //     carries the run's first PrevSize instead of its own, and no PrevHash.
@@ -76,7 +78,14 @@ func Coalesce(batch []Record) []Record {
 			r.Offset, r.Data = w.off, w.data
 			r.PrevSize, r.PrevHash = -1, [32]byte{}
 			if i == 0 {
-				r.PrevSize, r.PrevHash = ru.prevSize, rangeHash(ru)
+				r.PrevSize = ru.prevSize
+			}
+			// A range that is one write's, untouched, keeps its pre-image:
+			// whole when the run is that write, else only if it lies within
+			// the size before the run (then the pre-image is the full range
+			// whatever the replica's size when the output is applied).
+			if w.ok && (len(ru.idx) == 1 || ru.prevSize >= 0 && w.off+int64(len(w.data)) <= ru.prevSize) {
+				r.PrevHash = w.pre
 			}
 			out = append(out, r)
 		}
@@ -93,7 +102,7 @@ func Coalesce(batch []Record) []Record {
 				open[k] = ru
 			}
 			ru.idx = append(ru.idx, i)
-			ru.ranges = addRange(ru.ranges, r.Offset, r.Data)
+			ru.ranges = addRange(ru.ranges, r.Offset, r.Data, r.PrevHash)
 			continue
 		}
 		for _, ru := range open {
@@ -142,30 +151,37 @@ func related(a, b string) bool {
 type wrange struct {
 	off  int64
 	data []byte
+	// pre is the source write's PrevHash; ok says the range is exactly that
+	// one write's, untouched by any other write of the run (so pre still
+	// describes what the replica holds there before the run).
+	pre [32]byte
+	ok  bool
 }
 
 // addRange lays data at off over rs (the new bytes win) and merges
 // neighbours. rs's byte slices are never modified in place.
-func addRange(rs []wrange, off int64, data []byte) []wrange {
+func addRange(rs []wrange, off int64, data []byte, pre [32]byte) []wrange {
 	if len(data) == 0 {
 		return rs
 	}
 	end := off + int64(len(data))
 	var out []wrange
+	overlapped := false
 	for _, w := range rs {
 		wend := w.off + int64(len(w.data))
 		if wend <= off || w.off >= end {
 			out = append(out, w)
 			continue
 		}
+		overlapped = true
 		if w.off < off {
-			out = append(out, wrange{w.off, w.data[:off-w.off]})
+			out = append(out, wrange{off: w.off, data: w.data[:off-w.off]})
 		}
 		if wend > end {
-			out = append(out, wrange{end, w.data[end-w.off:]})
+			out = append(out, wrange{off: end, data: w.data[end-w.off:]})
 		}
 	}
-	out = append(out, wrange{off, data})
+	out = append(out, wrange{off: off, data: data, pre: pre, ok: !overlapped && pre != [32]byte{}})
 	slices.SortFunc(out, func(a, b wrange) int {
 		switch {
 		case a.off < b.off:
@@ -180,6 +196,7 @@ func addRange(rs []wrange, off int64, data []byte) []wrange {
 		if n := len(merged); n > 0 && merged[n-1].off+int64(len(merged[n-1].data)) == w.off {
 			m := &merged[n-1]
 			m.data = append(slices.Clip(slices.Clone(m.data)), w.data...)
+			m.ok = false
 			continue
 		}
 		merged = append(merged, w)

@@ -315,6 +315,22 @@ func TestCoalesceRangePreimage(t *testing.T) {
 			}
 		}
 	}
+	// Disjoint ranges within the size before the run keep their own
+	// pre-images; a range another write overlapped keeps none.
+	h2 := [32]byte{2}
+	w2 := w(2, 50, "zz", "x")
+	w2.PrevHash = h2
+	out = journal.Coalesce([]journal.Record{w(1, 0, "aa", "x"), w2, w(3, 1, "q", "x")})
+	got := map[int64][32]byte{}
+	for _, r := range out {
+		got[r.Offset] = r.PrevHash
+	}
+	if got[50] != h2 {
+		t.Errorf("untouched disjoint range lost its pre-image")
+	}
+	if got[0] != ([32]byte{}) {
+		t.Errorf("overlapped range kept a pre-image")
+	}
 	// A run ended by a replace: the replace gets the run's size, no hash.
 	out = journal.Coalesce([]journal.Record{w(1, 0, "aa", "x"), w(2, 0, "b", "y"), w(3, 0, "c", "y"), {LSN: 4, Op: journal.OpReplace, Account: "a", Tree: "meta", Path: "x", PrevHash: [32]byte{9}}})
 	for _, r := range out {

@@ -363,8 +363,11 @@ func (b *batch) openExisting(t *treeRoot, r *journal.Record, replay bool) (*os.F
 }
 
 func checkPrevSize(f *os.File, r *journal.Record, replay bool) error {
-	if replay || r.PrevSize < 0 {
+	if replay {
 		return nil
+	}
+	if r.PrevSize < 0 {
+		return checkRangePreimage(f, r)
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -381,10 +384,18 @@ func checkPrevSize(f *os.File, r *journal.Record, replay bool) error {
 // replica byte changed behind replication's back is caught when the master
 // writes there again.
 func checkRangePreimage(f *os.File, r *journal.Record) error {
-	if r.Op != journal.OpWrite || r.PrevHash == ([32]byte{}) || r.PrevSize < 0 || r.Offset >= r.PrevSize {
+	if r.Op != journal.OpWrite || r.PrevHash == ([32]byte{}) {
 		return nil
 	}
-	n := min(int64(len(r.Data)), r.PrevSize-r.Offset)
+	// Without PrevSize (a later range of a coalesced run) the pre-image
+	// covers the whole range (journal.Coalesce keeps it only then).
+	n := int64(len(r.Data))
+	if r.PrevSize >= 0 {
+		if r.Offset >= r.PrevSize {
+			return nil
+		}
+		n = min(n, r.PrevSize-r.Offset)
+	}
 	cur := make([]byte, n)
 	if _, err := f.ReadAt(cur, r.Offset); err != nil {
 		return fmt.Errorf("read pre-image of %s: %w", r.Path, err)

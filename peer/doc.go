@@ -92,6 +92,14 @@
 //	              or gone, which are single, last chunks).
 //	ResyncEnd (13) sender → receiver: string account, uvarint from (P),
 //	              uvarint replay_to. The receiver answers with an Ack.
+//	Replay    (14) receiver → sender, right after every Welcome: the Ack
+//	              layout, Applied holding the end of the account's replay
+//	              window (a batch in flight when the receiver stopped; only
+//	              accounts that have one). The sender never merges writes
+//	              (journal.Coalesce) across that end: a merged write carries
+//	              its last LSN and its first write's pre-state, so one that
+//	              straddled the end would be checked, not replayed, against a
+//	              copy already past that pre-state.
 //
 // # Full resync
 //

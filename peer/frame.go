@@ -30,6 +30,7 @@ const (
 	MsgWant      MsgType = 11
 	MsgFile      MsgType = 12
 	MsgResyncEnd MsgType = 13
+	MsgReplay    MsgType = 14
 )
 
 func (t MsgType) String() string {
@@ -60,6 +61,8 @@ func (t MsgType) String() string {
 		return "file"
 	case MsgResyncEnd:
 		return "resync-end"
+	case MsgReplay:
+		return "replay"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -185,7 +188,7 @@ func decodeFrameBody(payload []byte, crc uint32) (MsgType, []byte, error) {
 	if flags&^flagZstd != 0 {
 		return 0, nil, fmt.Errorf("%w: unknown flags %#x", ErrFrame, flags)
 	}
-	if t < MsgHello || t > MsgResyncEnd {
+	if t < MsgHello || t > MsgReplay {
 		return 0, nil, fmt.Errorf("%w: unknown message type %d", ErrFrame, uint8(t))
 	}
 	if flags&flagZstd != 0 {

@@ -55,6 +55,7 @@ func samples() map[string]struct {
 		"blob":    {MsgBlob, MarshalBlob(Blob{Hash: h, Content: []byte("hello world\r\n")}), Blob{Hash: h, Content: []byte("hello world\r\n")}},
 		"ping":    {MsgPing, MarshalPing(1 << 40), uint64(1 << 40)},
 		"pong":    {MsgPong, MarshalPing(0), uint64(0)},
+		"replay":  {MsgReplay, MarshalReplay(map[string]uint64{"alice": 42, "bob": 7}), map[string]uint64{"alice": 42, "bob": 7}},
 
 		"manifest":   {MsgManifest, MarshalManifest(manifest), manifest},
 		"want":       {MsgWant, MarshalWant(want), want},
@@ -91,6 +92,8 @@ func decodeBody(t MsgType, b []byte) (any, error) {
 		return UnmarshalFile(b)
 	case MsgResyncEnd:
 		return UnmarshalResyncEnd(b)
+	case MsgReplay:
+		return UnmarshalReplay(b)
 	}
 	return nil, errors.New("unknown type")
 }
@@ -122,6 +125,8 @@ func marshalAny(t MsgType, v any) []byte {
 		return MarshalFile(v.(FileChunk))
 	case MsgResyncEnd:
 		return MarshalResyncEnd(v.(ResyncEnd))
+	case MsgReplay:
+		return MarshalReplay(v.(map[string]uint64))
 	}
 	return nil
 }

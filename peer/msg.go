@@ -3,6 +3,7 @@ package peer
 import (
 	"encoding/binary"
 	"fmt"
+	"sort"
 )
 
 // Version is the highest protocol version this code speaks.
@@ -344,4 +345,29 @@ func UnmarshalPing(t MsgType, b []byte) (uint64, error) {
 	d := dec{b: b, msg: t}
 	n := d.uv("nonce")
 	return n, d.end()
+}
+
+// MarshalReplay encodes a Replay body: per account, the end of the receiver's
+// replay window (the Inflight mark of a batch a crash interrupted). Same
+// layout as an Ack, Applied holding the window's end.
+func MarshalReplay(ends map[string]uint64) []byte {
+	a := Ack{}
+	for acct, l := range ends {
+		a.Positions = append(a.Positions, Position{Account: acct, Applied: l})
+	}
+	sort.Slice(a.Positions, func(i, j int) bool { return a.Positions[i].Account < a.Positions[j].Account })
+	return MarshalAck(a)
+}
+
+// UnmarshalReplay decodes a Replay body.
+func UnmarshalReplay(b []byte) (map[string]uint64, error) {
+	a, err := UnmarshalAck(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w (replay)", err)
+	}
+	out := make(map[string]uint64, len(a.Positions))
+	for _, p := range a.Positions {
+		out[p.Account] = p.Applied
+	}
+	return out, nil
 }

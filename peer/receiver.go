@@ -199,6 +199,7 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 	}
 	s.node = node
 	w := Welcome{Version: min(h.Version, Version), Node: r.Node}
+	replay := map[string]uint64{}
 	for _, ae := range h.Accounts {
 		pos := Position{Account: ae.Account}
 		state, why := r.admit(node, ae)
@@ -209,6 +210,9 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 				return fmt.Errorf("read position of %s: %w", ae.Account, err)
 			}
 			pos.Applied, pos.Epoch, state = uint64(p.Applied), p.Epoch, p.State
+			if p.Inflight > p.Applied {
+				replay[ae.Account] = uint64(p.Inflight)
+			}
 			s.admitted[ae.Account] = ae.Epoch
 			if state == StateOK {
 				s.amu.Lock()
@@ -223,6 +227,12 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 	}
 	if err := s.send(MsgWelcome, MarshalWelcome(w)); err != nil {
 		return fmt.Errorf("send welcome: %w", err)
+	}
+	// The replay windows of batches a crash interrupted: the sender must not
+	// merge writes across their ends (a merged write straddling one would be
+	// checked against a copy already past its pre-state).
+	if err := s.send(MsgReplay, MarshalReplay(replay)); err != nil {
+		return fmt.Errorf("send replay windows: %w", err)
 	}
 	c.SetDeadline(time.Time{})
 	s.amu.Lock()

@@ -142,11 +142,13 @@ type sconn struct {
 	readUpTo journal.LSN            // every record ≤ this was read (sent or skipped)
 	err      error                  // the ack reader's end
 	recent   map[[32]byte]time.Time // bodies sent by value on this link
-	replayTo map[string]journal.LSN // per account: end of its resync replay window
-	floor    journal.LSN            // with hasFloor: the consumer position may not pass it
-	hasFloor bool
-	fixedP   *journal.LSN                // a side resync's P, recorded before any of its walks
-	pending  map[string][]journal.Record // mailbox id → records held until attributed
+	replayTo map[string]journal.LSN // per account: end of its replay window (resync, or a receiver's interrupted batch)
+	// partnerReplay: the receiver's interrupted-batch windows (MsgReplay).
+	partnerReplay map[string]uint64
+	floor         journal.LSN // with hasFloor: the consumer position may not pass it
+	hasFloor      bool
+	fixedP        *journal.LSN                // a side resync's P, recorded before any of its walks
+	pending       map[string][]journal.Record // mailbox id → records held until attributed
 }
 
 // pendingPrefix marks records of a new uuid mailbox whose owner the master
@@ -273,6 +275,18 @@ func (s *Sender) handshake(ctx context.Context, accounts []AccountEpoch) (*sconn
 	if err != nil {
 		return fail(err)
 	}
+	t, body, err = ReadFrame(br, nil)
+	if err != nil {
+		return fail(fmt.Errorf("read replay windows: %w", err))
+	}
+	if t != MsgReplay {
+		return fail(fmt.Errorf("%w: expected replay after welcome, got %s", ErrFrame, t))
+	}
+	ends, err := UnmarshalReplay(body)
+	if err != nil {
+		return fail(err)
+	}
+	sc.partnerReplay = ends
 	c.SetReadDeadline(time.Time{})
 	return sc, br, w, ctx, nil
 }
@@ -322,6 +336,11 @@ func (s *Sender) session(ctx context.Context) error {
 	sc.readUpTo = from - 1
 	sc.mu.Lock()
 	sc.replayTo = s.replayBounds(from - 1)
+	for acct, l := range sc.partnerReplay {
+		if journal.LSN(l) > sc.replayTo[acct] {
+			sc.replayTo[acct] = journal.LSN(l)
+		}
+	}
 	sc.mu.Unlock()
 	s.Stats.Connected.Store(true)
 	s.logger().Info("replication link up", "addr", s.Addr, "accounts", len(sc.ok), "from", from)

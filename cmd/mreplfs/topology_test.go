@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -165,5 +166,51 @@ func TestFaults(t *testing.T) {
 		}
 		load(t, c, 15, 0)
 		mustConverge(t, c, 60*time.Second)
+	})
+
+	t.Run("a byte flipped in a replica file quarantines that account only", func(t *testing.T) {
+		// alice's cyrus.index on B: same size, one bit changed in the header
+		// region the master rewrites on every delivery.
+		idx := b.backing("meta") + "/user/alice/cyrus.index"
+		buf, err := os.ReadFile(idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf[5] ^= 0x01
+		if err := os.WriteFile(idx, buf, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d := a.load()
+		for i := 0; i < 3; i++ {
+			if _, err := d.Deliver([]string{"alice"}, cyrusload.Body(9000+i, 1500, "flip")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.Deliver([]string{"carol"}, cyrusload.Body(9100+i, 1500, "flip")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for b.status().Accounts["alice"].State.String() != "quarantined" {
+			if time.Now().After(deadline) {
+				t.Fatalf("alice not quarantined on B: %+v", b.status().Accounts["alice"])
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if got, _ := os.ReadFile(idx); !bytes.Equal(got[:len(buf)], buf) {
+			t.Fatal("the diverged replica file was written over")
+		}
+		// carol, on the same link, keeps replicating.
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			dm, _ := cyrusload.Digest(a.backingSpool(), "carol")
+			dr, _ := cyrusload.Digest(b.backingSpool(), "carol")
+			if len(cyrusload.Diff(dm, dr)) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("carol held up by alice's quarantine: %v", cyrusload.Diff(dm, dr)[0])
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("alice quarantined on B: %s", b.status().Accounts["alice"].Reason)
 	})
 }

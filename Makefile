@@ -14,11 +14,19 @@ all: build
 build:
 	$(GO) build -o bin/mreplfs ./cmd/mreplfs
 
-# Unmount whatever FUSE mount an earlier (killed) test run left under TESTTMP.
+# Unmount whatever FUSE mount an earlier (killed) test run left under
+# TESTTMP. A test binary that died while one of its threads waited on its own
+# mount is stuck in the kernel until that mount's FUSE connection is aborted
+# (fusectl), so abort first, then detach.
 unmount-stale:
 	@mkdir -p $(TESTTMP)
-	@awk -v p="$(TESTTMP)/" '$$3 ~ /^fuse/ && index($$2, p) == 1 {print $$2}' /proc/mounts | sort -r | \
-		while read -r m; do echo "unmounting stale $$m"; umount -l "$$m" || true; done
+	@awk -v p="$(TESTTMP)/" '{t = ""; for (i = 7; i < NF; i++) if ($$i == "-") { t = $$(i+1); break }} \
+		t ~ /^fuse/ && index($$5, p) == 1 {split($$3, d, ":"); print d[2], $$5}' \
+		/proc/self/mountinfo | sort -rk2 | while read -r minor m; do \
+		echo "unmounting stale $$m"; \
+		mountpoint -q /sys/fs/fuse/connections || mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null || true; \
+		[ -w /sys/fs/fuse/connections/$$minor/abort ] && echo 1 > /sys/fs/fuse/connections/$$minor/abort; \
+		umount -l "$$m" || true; done
 
 # -timeout: a hang gives a backtrace; -p 1: one package at a time (mount tests
 # print live and do not compete); -count 1: never a cached result.

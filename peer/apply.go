@@ -36,12 +36,13 @@ import (
 //   - By reference: message bodies are found by SHA-256 in the content index
 //     (re-verified before use) and hard-linked, or fetched from the sender.
 type DirApplier struct {
-	trees   map[string]*treeRoot
-	st      *stateStore
-	log     *slog.Logger
-	check   func(account, tree, rel string) error
-	observe func(r *journal.Record)
-	walk    func(account string, fn func(tree, rel string, fi os.FileInfo) error) error
+	trees    map[string]*treeRoot
+	st       *stateStore
+	log      *slog.Logger
+	check    func(account, tree, rel string) error
+	observe  func(r *journal.Record)
+	linkable func(tree, rel string) bool
+	walk     func(account string, fn func(tree, rel string, fi os.FileInfo) error) error
 
 	mu sync.Mutex // one batch at a time
 
@@ -61,6 +62,10 @@ type ApplierOptions struct {
 	// Observe, when set, sees every record after it was applied (e.g. to
 	// feed a new cyrus.header to the classifier).
 	Observe func(r *journal.Record)
+	// Linkable, when set, says whether a replica file may be the source of
+	// a hard link for a new message with the same content: it must belong
+	// to an account that is a replica here (nil: any file of the trees).
+	Linkable func(tree, rel string) bool
 	// Walk, when set, lists the replica's files of an account for a full
 	// resync (rel relative to the tree, fi from Lstat); it must name only
 	// paths that are the account's. Nil: every tree is walked and CheckPath
@@ -90,7 +95,7 @@ func OpenDirApplier(o ApplierOptions) (*DirApplier, error) {
 	if len(o.Trees) == 0 {
 		return nil, errors.New("peer: applier needs at least one tree")
 	}
-	a := &DirApplier{trees: map[string]*treeRoot{}, log: o.Logger, check: o.CheckPath, observe: o.Observe, walk: o.Walk}
+	a := &DirApplier{trees: map[string]*treeRoot{}, log: o.Logger, check: o.CheckPath, observe: o.Observe, linkable: o.Linkable, walk: o.Walk}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -203,7 +208,13 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 	// 2. Apply, then make it all durable with one round of fsyncs.
 	b := &batch{a: a, ctx: ctx, fetch: fetch}
 	b.init()
+	// Coalesced outputs of one run share an LSN (a group): an LSN counts as
+	// applied only once its whole group is, so done holds the last complete
+	// group and cur the group under way.
 	applied := map[string]journal.LSN{}
+	done := map[string]journal.LSN{}
+	cur := map[string]journal.LSN{}
+	failed := map[string]journal.LSN{}
 	epochs := map[string]uint64{}
 	newState := map[string]AccountState{}
 	stopped := map[string]bool{}
@@ -235,9 +246,20 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 			stopped[r.Account] = true
 			continue
 		}
+		if c, ok := cur[r.Account]; ok && r.LSN != c {
+			done[r.Account] = c
+		}
 		err := b.apply(r, r.LSN <= p.Inflight, bState(newState, r.Account))
 		if err != nil {
 			stopped[r.Account] = true
+			failed[r.Account] = r.LSN
+			if cur[r.Account] == r.LSN { // its group is half applied: not applied
+				if d, ok := done[r.Account]; ok {
+					applied[r.Account] = d
+				} else {
+					delete(applied, r.Account)
+				}
+			}
 			res.Errors[r.Account] = fmt.Errorf("record %d (%s %s/%s): %w", r.LSN, opName(r.Op), r.Tree, r.Path, err)
 			if errors.Is(err, ErrDiverged) || errors.Is(err, ErrEscape) || errors.Is(err, ErrNotOwned) {
 				newState[r.Account] = StateQuarantine
@@ -248,6 +270,7 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 			continue
 		}
 		applied[r.Account] = r.LSN
+		cur[r.Account] = r.LSN
 		epochs[r.Account] = max(ep, r.Epoch)
 		if a.observe != nil {
 			a.observe(r)
@@ -275,8 +298,13 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 				p.Applied = l
 				p.Epoch = epochs[acct]
 			}
-			// A stopped account keeps its mark: the records it retries may be
-			// half applied (or copied by a full resync), so they replay.
+			if f, ok := failed[acct]; ok {
+				// Stopped: only the failing record's group can be half
+				// applied; what follows was never applied and is checked
+				// normally when it comes again. A window from before this
+				// batch (a crash, a full resync's copy) still holds.
+				p.Inflight = max(f, before[acct].Inflight)
+			}
 			if p.Inflight <= p.Applied {
 				p.Inflight = 0
 			}

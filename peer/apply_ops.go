@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -132,6 +133,9 @@ func (b *batch) content(r *journal.Record) (data []byte, linkFrom *hashRef, err 
 // heldRef finds a file of the replica holding content h: written by this
 // batch, or in the content index (re-verified; a stale entry is dropped).
 func (b *batch) heldRef(h [32]byte) (hashRef, bool) {
+	if h == ([32]byte{}) {
+		return hashRef{}, false // no hash: nothing to find by it
+	}
 	if ref, ok := b.hashes[h]; ok {
 		return ref, true
 	}
@@ -184,7 +188,11 @@ func (b *batch) message(t *treeRoot, r *journal.Record, replay bool) error {
 		return err
 	}
 	if ref != nil {
-		if src := b.a.trees[ref.tree]; src != nil && sameAttrs(src, ref.rel, r) {
+		// A hard link only to a replica account's file (as on the master,
+		// where Cyrus links one body into every recipient's mailbox); never
+		// to a file this server masters or keeps local, which a record's
+		// later change to the shared inode would reach. Else: a copy.
+		if src := b.a.trees[ref.tree]; src != nil && b.linkable(ref) && sameAttrs(src, ref.rel, r) {
 			if err := b.hardlink(src, ref.rel, t, r.Path); err == nil {
 				return nil
 			}
@@ -206,8 +214,15 @@ func (b *batch) message(t *treeRoot, r *journal.Record, replay bool) error {
 	if err := b.writeNew(t, r.Path, data, r, exists); err != nil {
 		return err
 	}
-	b.hashes[r.Hash] = hashRef{t.name, r.Path}
+	if r.Hash != ([32]byte{}) {
+		b.hashes[r.Hash] = hashRef{t.name, r.Path}
+	}
 	return nil
+}
+
+// linkable reports whether a content-index entry may be hard-linked.
+func (b *batch) linkable(ref *hashRef) bool {
+	return b.a.linkable == nil || b.a.linkable(ref.tree, ref.rel)
 }
 
 func (b *batch) hardlink(st *treeRoot, srel string, dt *treeRoot, drel string) error {
@@ -524,7 +539,32 @@ func (b *batch) rename(t *treeRoot, r *journal.Record, replay bool) error {
 	}
 	b.touchDir(t, r.Path)
 	b.touchDir(t, r.NewPath)
+	b.moveTouched(t, r.Path, r.NewPath, r.Flags&unix.RENAME_EXCHANGE != 0)
 	return nil
+}
+
+// moveTouched keeps the batch's fsync list true across a rename: files this
+// batch wrote under the old name (or under a renamed directory) are synced
+// under their new name (both ways for an exchange).
+func (b *batch) moveTouched(t *treeRoot, from, to string, exchange bool) {
+	move := func(m map[[2]string]bool, from, to string) {
+		for k := range m {
+			if k[0] != t.name {
+				continue
+			}
+			if k[1] == from {
+				m[[2]string{t.name, to}] = true
+			} else if rest, ok := strings.CutPrefix(k[1], from+"/"); ok {
+				m[[2]string{t.name, to + "/" + rest}] = true
+			}
+		}
+	}
+	for _, m := range []map[[2]string]bool{b.files, b.dirs} {
+		move(m, from, to)
+		if exchange {
+			move(m, to, from)
+		}
+	}
 }
 
 func (b *batch) link(t *treeRoot, r *journal.Record, replay bool) error {
@@ -634,6 +674,9 @@ func (b *batch) setattr(t *treeRoot, r *journal.Record) error {
 		if err := unix.UtimesNanoAt(dfd, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return err
 		}
+	}
+	if !isLink && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		b.touchFile(t, r.Path) // the inode's new mode, owner and times must be durable
 	}
 	b.touchDir(t, r.Path)
 	return nil

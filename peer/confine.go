@@ -94,13 +94,12 @@ func (t *treeRoot) parent(rel string, mkParents bool) (*os.File, string, error) 
 // each owned like its parent, mode 0700 (Cyrus's own).
 func (t *treeRoot) mkdirAll(dir string) error {
 	parts := strings.Split(dir, "/")
-	cur := t.fd
-	owned := false
-	defer func() {
-		if owned {
-			unix.Close(cur)
-		}
-	}()
+	// Start from a readable fd of the root (t.fd is O_PATH: no fsync on it).
+	cur, err := unix.Openat2(t.fd, ".", &unix.OpenHow{Flags: unix.O_DIRECTORY | unix.O_RDONLY | unix.O_CLOEXEC, Resolve: resolveFlags})
+	if err != nil {
+		return err
+	}
+	defer func() { unix.Close(cur) }()
 	for _, p := range parts {
 		var st unix.Stat_t
 		if err := unix.Fstat(cur, &st); err != nil {
@@ -109,6 +108,11 @@ func (t *treeRoot) mkdirAll(dir string) error {
 		err := unix.Mkdirat(cur, p, 0o700)
 		if err == nil {
 			unix.Fchownat(cur, p, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
+			// The new entry must be durable before any position that
+			// covers a file beneath it is persisted.
+			if err := unix.Fsync(cur); err != nil {
+				return err
+			}
 		} else if err != unix.EEXIST {
 			return err
 		}
@@ -116,10 +120,8 @@ func (t *treeRoot) mkdirAll(dir string) error {
 		if err != nil {
 			return err
 		}
-		if owned {
-			unix.Close(cur)
-		}
-		cur, owned = next, true
+		unix.Close(cur)
+		cur = next
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func (c *sconn) heartbeat(ctx context.Context) {
 type batchQueue struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
-	recs   [][]byte
+	frames [][][]byte // whole Batch frames: a coalesced group never spans two
 	closed bool
 }
 
@@ -55,7 +55,7 @@ func newBatchQueue() *batchQueue {
 
 func (q *batchQueue) put(recs [][]byte) {
 	q.mu.Lock()
-	q.recs = append(q.recs, recs...)
+	q.frames = append(q.frames, recs)
 	q.mu.Unlock()
 	q.cond.Signal()
 }
@@ -67,20 +67,25 @@ func (q *batchQueue) close() {
 	q.cond.Broadcast()
 }
 
-// take waits for records and returns up to max of them (all there are, under
-// load: applying them together costs one round of fsyncs); ok is false once
-// the queue is closed and empty.
+// take waits for records and returns whole frames, as many as fit in max
+// records (at least one frame): applying them together costs one round of
+// fsyncs. A frame is never split, so records sharing an LSN (the ranges of
+// one coalesced run) apply in the same batch. ok is false once the queue is
+// closed and empty.
 func (q *batchQueue) take(max int) (recs [][]byte, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for len(q.recs) == 0 && !q.closed {
+	for len(q.frames) == 0 && !q.closed {
 		q.cond.Wait()
 	}
-	if len(q.recs) == 0 {
+	if len(q.frames) == 0 {
 		return nil, false
 	}
-	n := min(max, len(q.recs))
-	recs = q.recs[:n:n]
-	q.recs = q.recs[n:]
+	n := 0
+	for n < len(q.frames) && (n == 0 || len(recs)+len(q.frames[n]) <= max) {
+		recs = append(recs, q.frames[n]...)
+		n++
+	}
+	q.frames = q.frames[n:]
 	return recs, true
 }

@@ -379,8 +379,12 @@ func (s *session) applyBatch(ctx context.Context, raw [][]byte) error {
 			continue
 		}
 		if r.Epoch > epoch {
-			s.log.Warn("record from a future epoch dropped", "account", r.Account, "lsn", r.LSN, "epoch", r.Epoch)
-			continue
+			// The account's epoch moved during the session (a role change):
+			// dropping the record would leave it unacked and stall the
+			// window. End the session; the next Hello settles the epoch.
+			s.log.Warn("record from a future epoch: ending the session", "account", r.Account, "lsn", r.LSN, "epoch", r.Epoch)
+			s.conn.Close()
+			return fmt.Errorf("peer: record %d of %s has epoch %d, session admitted %d", r.LSN, r.Account, r.Epoch, epoch)
 		}
 		recs = append(recs, r)
 	}

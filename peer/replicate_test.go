@@ -603,3 +603,30 @@ func TestPendingMailboxAttributed(t *testing.T) {
 		t.Fatalf("consumer position %d, want %d", src.Acked(), p.m.lsn)
 	}
 }
+
+// TestPendingAfterLaterRecord: a delivery to the same account is applied
+// between a new mailbox's first records and its header; the held records,
+// shipped at attribution, must still be applied (not skipped as old).
+func TestPendingAfterLaterRecord(t *testing.T) {
+	p := newPair(t, []string{"alice"})
+	s, _ := p.sender(t, p.tlsA)
+	run(t, s)
+	const id = "mo88qudig5xhk5lij9pw6dcg"
+	pend := "pending:" + id
+	dir := "alice/" + id
+	os.MkdirAll(filepath.Join(p.m.tree, "meta", dir), 0o700)
+	p.m.append(journal.Record{Op: journal.OpMkdir, Account: pend, Tree: "meta", Path: dir, Mode: 0o700})
+	p.m.writeAt(pend, "meta", dir+"/cyrus.index", 0, []byte(strings.Repeat("i", 160)))
+	p.m.deliver([]string{"alice"}, []byte("a delivery to INBOX meanwhile\r\n"))
+	p.m.sync()
+	p.waitApplied(t, 10*time.Second) // alice's applied is now past the held records
+	hdr := []byte("\241\002\213\015Cyrus mailbox header\n%(T e N user.alice.Sent I " + id + ")\n")
+	os.WriteFile(filepath.Join(p.m.tree, "meta", dir, "cyrus.header"), hdr, 0o600)
+	p.m.append(journal.Record{Op: journal.OpReplace, Account: "alice", Tree: "meta", Path: dir + "/cyrus.header",
+		Data: hdr, Size: int64(len(hdr)), Hash: sha256.Sum256(hdr), Mode: 0o600, PrevSize: -1})
+	p.m.sync()
+	p.waitApplied(t, 10*time.Second)
+	if d := diffTrees(t, treeDigest(t, p.m.tree), treeDigest(t, p.replica)); len(d) > 0 {
+		t.Fatalf("replica differs:\n%s", strings.Join(d, "\n"))
+	}
+}

@@ -149,6 +149,10 @@ type sconn struct {
 	hasFloor      bool
 	fixedP        *journal.LSN                // a side resync's P, recorded before any of its walks
 	pending       map[string][]journal.Record // mailbox id → records held until attributed
+	// pendingSince: when a mailbox's first record was held; held: how many
+	// records are held (they do not count against the window).
+	pendingSince map[string]time.Time
+	held         int
 }
 
 // pendingPrefix marks records of a new uuid mailbox whose owner the master
@@ -165,6 +169,8 @@ func (c *sconn) attribute(r *journal.Record) []*journal.Record {
 			continue
 		}
 		delete(c.pending, id)
+		delete(c.pendingSince, id)
+		c.held -= len(held)
 		for i := range c.inflight {
 			if c.inflight[i].account == pendingPrefix+id {
 				c.inflight[i].account = r.Account
@@ -175,7 +181,13 @@ func (c *sconn) attribute(r *journal.Record) []*journal.Record {
 		}
 		for i := range held {
 			h := held[i]
-			h.Account, h.Epoch = r.Account, r.Epoch
+			// Shipped under the attributing record's LSN, as one group
+			// with it: an older LSN could be at or below what the replica
+			// already applied for the account (a delivery to its INBOX
+			// between the mailbox's CREATE and its header) and be skipped.
+			// Their paths lie in the new mailbox only, so nothing that
+			// came in between depends on them.
+			h.Account, h.Epoch, h.LSN = r.Account, r.Epoch, r.LSN
 			out = append(out, &h)
 		}
 	}
@@ -249,7 +261,7 @@ func (s *Sender) handshake(ctx context.Context, accounts []AccountEpoch) (*sconn
 	ctx, cancel := context.WithCancel(ctx)
 	go func() { <-ctx.Done(); c.Close() }()
 	s.Stats.Connects.Add(1)
-	sc := &sconn{s: s, c: c, cancel: cancel, w: bufio.NewWriterSize(c, 256<<10), applied: map[string]uint64{}, ok: map[string]bool{}, recent: map[[32]byte]time.Time{}, pending: map[string][]journal.Record{}, replayTo: map[string]journal.LSN{}}
+	sc := &sconn{s: s, c: c, cancel: cancel, w: bufio.NewWriterSize(c, 256<<10), applied: map[string]uint64{}, ok: map[string]bool{}, recent: map[[32]byte]time.Time{}, pending: map[string][]journal.Record{}, pendingSince: map[string]time.Time{}, replayTo: map[string]journal.LSN{}}
 	sc.cond = sync.NewCond(&sc.mu)
 	br := bufio.NewReaderSize(c, 64<<10)
 	fail := func(err error) (*sconn, *bufio.Reader, Welcome, context.Context, error) {
@@ -358,7 +370,8 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 	}
 	for {
 		c.mu.Lock()
-		for len(c.inflight) >= window && c.err == nil {
+		c.releaseStalePending()
+		for len(c.inflight)-c.held >= window && c.err == nil {
 			c.cond.Wait()
 		}
 		err := c.err
@@ -387,6 +400,10 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 			if id, ok := strings.CutPrefix(r.Account, pendingPrefix); ok {
 				// A new mailbox whose owner is not known yet: hold its records
 				// (and the consumer position) until its header says whose it is.
+				if _, held := c.pending[id]; !held {
+					c.pendingSince[id] = time.Now()
+				}
+				c.held++
 				c.pending[id] = append(c.pending[id], *r)
 				c.inflight = append(c.inflight, inflightRec{r.LSN, r.Account})
 				continue
@@ -604,5 +621,32 @@ func (c *sconn) advanceAck() {
 			return
 		}
 		c.s.Stats.Acked.Store(uint64(acked))
+	}
+}
+
+// pendingDeadline bounds how long a new mailbox's records wait for its
+// cyrus.header (Cyrus writes it milliseconds after cyrus.index).
+const pendingDeadline = 60 * time.Second
+
+// releaseStalePending gives up on mailboxes whose header never came (a
+// CREATE cut short, a directory removed): their records stop holding the
+// consumer position and the link. If the mailbox does get an owner later,
+// its replica lacks these files and the first change to them quarantines
+// the account, which a full resync repairs. Called with c.mu held.
+func (c *sconn) releaseStalePending() {
+	for id, since := range c.pendingSince {
+		if time.Since(since) < pendingDeadline {
+			continue
+		}
+		n := len(c.pending[id])
+		c.s.logger().Warn("new mailbox never got a cyrus.header: its held records are released unshipped", "mailbox", id, "records", n, "held_for", time.Since(since).Round(time.Second))
+		delete(c.pending, id)
+		delete(c.pendingSince, id)
+		c.held -= n
+		for i := range c.inflight {
+			if c.inflight[i].account == pendingPrefix+id {
+				c.inflight[i].account = "" // done: not for any account
+			}
+		}
 	}
 }

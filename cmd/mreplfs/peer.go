@@ -269,7 +269,15 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 		cc := treeClassifier(cfg.trees, log)
 		applier, err = peer.OpenDirApplier(peer.ApplierOptions{Trees: trees, StateDir: cfg.state, Logger: log,
 			CheckPath: func(account, tree, rel string) error { return checkReplicaPath(cc, account, tree, rel) },
-			Walk:      accountWalker(cfg.trees, log),
+			Linkable: func(tree, rel string) bool {
+				cl := cc.Classify(tree + "/" + rel)
+				if cl.Kind != fs.KindAccount {
+					return false
+				}
+				e, ok := live.Lookup(cl.Account)
+				return ok && e.Role == rolemap.Replica
+			},
+			Walk: accountWalker(cfg.trees, log),
 			Observe: func(r *journal.Record) {
 				for _, p := range []string{r.Path, r.NewPath} {
 					if path.Base(p) == "cyrus.header" {

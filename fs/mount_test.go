@@ -126,3 +126,35 @@ func TestWritePreimage(t *testing.T) {
 		t.Errorf("append carries a pre-image %x; want none", ws[2].PrevHash[:4])
 	}
 }
+
+// TestFsyncAfterForgetWaitsForJournal: a node the kernel forgot and looked
+// up again knows no LSN; an fsync through it must still wait for the
+// journal (DESIGN.md invariant 3), here for everything appended.
+func TestFsyncAfterForgetWaitsForJournal(t *testing.T) {
+	e := mounttest.Mount(t, mounttest.Options{})
+	e.Roles.Set("alice", rolemap.Master)
+	if err := os.MkdirAll(filepath.Join(e.Backing, "acct/alice"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(e.Mnt, "acct/alice/cyrus.index")
+	if err := os.WriteFile(p, []byte("header"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.FS.Forget(e.Tree.Name, []string{"acct/alice/cyrus.index"}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := e.Rec.Synced()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	recs := e.Rec.Records()
+	last := recs[len(recs)-1].LSN
+	if got, _ := e.Rec.Synced(); got < last {
+		t.Fatalf("fsync after forget: journal synced to %d (was %d), want %d", got, before, last)
+	}
+}

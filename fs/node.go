@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"math"
 	"path"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"mreplfs/journal"
+	"mreplfs/rolemap"
 )
 
 // Node is one inode of a tree. It embeds go-fuse's loopback node (every
@@ -96,8 +98,18 @@ func (n *Node) noteLSN(lsn journal.LSN) {
 func (n *Node) syncJournal(ctx context.Context) syscall.Errno {
 	f := n.fs()
 	lsn := journal.LSN(n.lastLSN.Load())
-	if f.journal == nil || lsn == 0 {
+	if f.journal == nil {
 		return 0
+	}
+	if lsn == 0 {
+		// A node the kernel forgot and looked up again knows no LSN, yet its
+		// inode may have records in the unsynced window: for a master (or
+		// pending) account's path, wait for everything appended so far (one
+		// group commit; the journal clamps the position).
+		if !n.mayHaveRecords() {
+			return 0
+		}
+		lsn = journal.LSN(math.MaxInt64)
 	}
 	if err := f.journal.Sync(ctx, lsn); err != nil {
 		rel, _ := n.rel()
@@ -257,3 +269,22 @@ func isMessage(rel string) bool {
 // isScratch reports whether rel names a file Cyrus writes and then renames
 // over its final name ("X.NEW").
 func isScratch(rel string) bool { return strings.HasSuffix(rel, ".NEW") }
+
+// mayHaveRecords reports whether n's path belongs to a journaled account
+// (master, or a pending mailbox), whose records may not be durable yet.
+func (n *Node) mayHaveRecords() bool {
+	rel, ok := n.rel()
+	if !ok {
+		return true // unlinked or unknown: be safe
+	}
+	f := n.fs()
+	c := f.classify.Classify(classPath(n.tree.Name, rel))
+	switch c.Kind {
+	case KindPending:
+		return true
+	case KindAccount:
+		e, _ := f.roles.Lookup(c.Account)
+		return e.Role == rolemap.Master
+	}
+	return false
+}

@@ -435,8 +435,19 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 			out = append(out, b)
 		}
 		if len(out) > 0 {
-			if err := c.send(MsgBatch, MarshalBatch(out)); err != nil {
-				return fmt.Errorf("send batch: %w", err)
+			// Large bodies go inline: cut the batch into frames of about
+			// frameTarget bytes, only between LSN groups (the receiver
+			// applies a group whole and never splits a frame).
+			start, size := 0, 0
+			for i := range out {
+				size += len(out[i])
+				last := i == len(out)-1
+				if last || size >= frameTarget && batch[i+1].LSN != batch[i].LSN {
+					if err := c.send(MsgBatch, MarshalBatch(out[start:i+1])); err != nil {
+						return fmt.Errorf("send batch: %w", err)
+					}
+					start, size = i+1, 0
+				}
 			}
 			c.s.Stats.Records.Add(int64(len(out)))
 		} else {
@@ -444,6 +455,11 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 		}
 	}
 }
+
+// frameTarget is the size at which a batch is cut into another frame. A
+// group of records sharing an LSN, or one message body, may exceed it, up to
+// MaxFrame: the largest message replicated by value is just under 64 MiB.
+const frameTarget = 8 << 20
 
 // coalesce merges the batch's writes (journal.Coalesce), never across the
 // end of a resync's replay window: a merged record carries its last LSN and

@@ -413,6 +413,9 @@ func checkRangePreimage(f *os.File, r *journal.Record) error {
 	}
 	cur := make([]byte, n)
 	if _, err := f.ReadAt(cur, r.Offset); err != nil {
+		if errors.Is(err, io.EOF) {
+			return diverged("%s is shorter on the replica than the bytes the master overwrote (%d..%d)", r.Path, r.Offset, r.Offset+n)
+		}
 		return fmt.Errorf("read pre-image of %s: %w", r.Path, err)
 	}
 	if sha256.Sum256(cur) != r.PrevHash {

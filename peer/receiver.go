@@ -340,8 +340,14 @@ func (s *session) fetch(ctx context.Context, h [32]byte) ([]byte, error) {
 	case b := <-ch:
 		return b, nil
 	case <-time.After(to):
+		s.bmu.Lock()
+		delete(s.blobs, h)
+		s.bmu.Unlock()
 		return nil, fmt.Errorf("peer: body %x not received within %v", h[:8], to)
 	case <-ctx.Done():
+		s.bmu.Lock()
+		delete(s.blobs, h)
+		s.bmu.Unlock()
 		return nil, ctx.Err()
 	}
 }

@@ -200,14 +200,7 @@ func (b *batch) message(t *treeRoot, r *journal.Record, replay bool) error {
 	}
 	if ref != nil && data == nil {
 		// Different attributes or tree: copy within the replica.
-		src := b.a.trees[ref.tree]
-		f, err := src.open(ref.rel, unix.O_RDONLY, 0)
-		if err != nil {
-			return err
-		}
-		data, err = io.ReadAll(f)
-		f.Close()
-		if err != nil {
+		if data, err = b.readRef(ref); err != nil {
 			return err
 		}
 	}
@@ -330,14 +323,7 @@ func (b *batch) replace(t *treeRoot, r *journal.Record, replay bool) error {
 		return err
 	}
 	if ref != nil && data == nil {
-		src := b.a.trees[ref.tree]
-		f, err := src.open(ref.rel, unix.O_RDONLY, 0)
-		if err != nil {
-			return err
-		}
-		data, err = io.ReadAll(f)
-		f.Close()
-		if err != nil {
+		if data, err = b.readRef(ref); err != nil {
 			return err
 		}
 	}
@@ -683,4 +669,18 @@ func (b *batch) setattr(t *treeRoot, r *journal.Record) error {
 	}
 	b.touchDir(t, r.Path)
 	return nil
+}
+
+// readRef reads the bytes of a replica file the content index names.
+func (b *batch) readRef(ref *hashRef) ([]byte, error) {
+	src := b.a.trees[ref.tree]
+	if src == nil {
+		return nil, fmt.Errorf("peer: content index names unknown tree %q", ref.tree)
+	}
+	f, err := src.open(ref.rel, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }

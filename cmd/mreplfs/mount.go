@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -89,33 +88,7 @@ func parseTree(s string) (treeSpec, error) {
 
 // readMountConfig parses a config file into key → values.
 func readMountConfig(path string) (map[string][]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	known := map[string]bool{}
-	for _, s := range mountSettings {
-		known[s.key] = true
-	}
-	out := map[string][]string{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			return nil, fmt.Errorf("%s:%d: want 'key: value'", path, n)
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if !known[k] {
-			return nil, fmt.Errorf("%s:%d: unknown setting %q (mreplfs mount -h lists them)", path, n, k)
-		}
-		out[k] = append(out[k], v)
-	}
-	return out, sc.Err()
+	return readKeyValues(path, mountSettings, "mount")
 }
 
 func parseBool(k, v string) (bool, error) {

@@ -66,7 +66,8 @@ type peerConfig struct {
 	rolemapPoll                                  time.Duration
 }
 
-// readKeyValues parses a Cyrus-style config file, accepting only known keys.
+// readKeyValues parses a Cyrus-style config file ("key: value" lines, '#'
+// comments; a key may repeat), accepting only the keys of settings.
 func readKeyValues(p string, settings []mountSetting, cmd string) (map[string][]string, error) {
 	f, err := os.Open(p)
 	if err != nil {

@@ -48,6 +48,8 @@ type DirApplier struct {
 
 	rebuilding sync.WaitGroup // RebuildIndex in the background (index.go)
 	closing    atomic.Bool
+
+	crashAfter journal.LSN // tests: ApplyBatch stops dead after applying this LSN
 }
 
 // ApplierOptions configure a DirApplier.
@@ -249,6 +251,16 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 		if c, ok := cur[r.Account]; ok && r.LSN != c {
 			done[r.Account] = c
 		}
+		// A rename is not idempotent under replay (rename A→B, C→A replayed
+		// moves C's file to B): checkpoint just before and just after it, so
+		// a crash leaves at most this one rename in doubt, where "source
+		// gone" means done.
+		checkpointed := r.Op == journal.OpRename && r.LSN > p.Inflight && cur[r.Account] != r.LSN
+		if checkpointed {
+			if err := a.checkpoint(b, r.Account, applied[r.Account]); err != nil {
+				return res, err
+			}
+		}
 		err := b.apply(r, r.LSN <= p.Inflight, bState(newState, r.Account))
 		if err != nil {
 			stopped[r.Account] = true
@@ -272,6 +284,14 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 		applied[r.Account] = r.LSN
 		cur[r.Account] = r.LSN
 		epochs[r.Account] = max(ep, r.Epoch)
+		if checkpointed && (i+1 == len(recs) || recs[i+1].LSN != r.LSN) {
+			if err := a.checkpoint(b, r.Account, r.LSN); err != nil {
+				return res, err
+			}
+		}
+		if a.crashAfter != 0 && r.LSN == a.crashAfter {
+			return res, errSimulatedCrash // tests: die here, persisting nothing more
+		}
 		if a.observe != nil {
 			a.observe(r)
 		}
@@ -323,6 +343,28 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 	}
 	return res, nil
 }
+
+// checkpoint makes everything the batch did so far durable and records
+// account as applied up to lsn (its replay window stays as marked).
+func (a *DirApplier) checkpoint(b *batch, account string, lsn journal.LSN) error {
+	if err := b.flush(); err != nil {
+		return fmt.Errorf("checkpoint before a rename: %w", err)
+	}
+	err := a.st.update(func(get func(string) AccountPos, put func(string, AccountPos)) {
+		p := get(account)
+		if lsn > p.Applied {
+			p.Applied = lsn
+			put(account, p)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint before a rename: %w", err)
+	}
+	return nil
+}
+
+// errSimulatedCrash is returned when the crashAfter test hook fires.
+var errSimulatedCrash = errors.New("peer: simulated crash (test hook)")
 
 // bState lets an applied record change its account's state (OpDirty).
 func bState(m map[string]AccountState, acct string) func(AccountState) {

@@ -27,6 +27,11 @@ unmount-stale:
 		mountpoint -q /sys/fs/fuse/connections || mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null || true; \
 		[ -w /sys/fs/fuse/connections/$$minor/abort ] && echo 1 > /sys/fs/fuse/connections/$$minor/abort; \
 		umount -l "$$m" || true; done
+	@if mountpoint -q /sys/fs/fuse/connections 2>/dev/null && [ -z "$$(ls /sys/fs/fuse/connections)" ]; then \
+		umount /sys/fs/fuse/connections || true; fi
+	@# Network namespaces of multi-server tests that were killed (mrt<n>-…).
+	@for ns in $$(ip netns list 2>/dev/null | awk '$$1 ~ /^mrt[0-9]+-/ {print $$1}'); do \
+		echo "removing stale namespace $$ns"; ip netns del "$$ns" || true; done
 
 # -timeout: a hang gives a backtrace; -p 1: one package at a time (mount tests
 # print live and do not compete); -count 1: never a cached result.

@@ -85,67 +85,7 @@ func freeAddr(t *testing.T) string {
 // configs, and starts both mounts and both peers.
 func newServerPair(t *testing.T) (a, b *server) {
 	t.Helper()
-	mounttest.RequireRoot(t)
-	bin := mreplfsBinary(t)
-	root := t.TempDir()
-	certs := filepath.Join(root, "certs")
-	mustRun(t, bin, "cert", "ca", "-dir", certs)
-	a = &server{t: t, name: "A", node: "srv-a", dir: filepath.Join(root, "A"), addr: freeAddr(t)}
-	b = &server{t: t, name: "B", node: "srv-b", dir: filepath.Join(root, "B"), addr: freeAddr(t)}
-	for _, s := range []*server{a, b} {
-		mustRun(t, bin, "cert", "node", "-dir", certs, "-name", s.node, "-host", "127.0.0.1")
-		for _, tr := range treeNames {
-			for _, d := range []string{s.backing(tr), s.mnt(tr)} {
-				if err := os.MkdirAll(d, 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
-	roles := func(self, other *server, mine, theirs []string) string {
-		var sb strings.Builder
-		for _, acct := range mine {
-			fmt.Fprintf(&sb, "%s master %s 1\n", acct, other.addr)
-		}
-		for _, acct := range theirs {
-			fmt.Fprintf(&sb, "%s replica %s 1\n", acct, other.addr)
-		}
-		txt := filepath.Join(self.dir, "roles.txt")
-		os.WriteFile(txt, []byte(sb.String()), 0o644)
-		cdb := filepath.Join(self.dir, "roles.cdb")
-		mustRun(t, bin, "rolemap", "build", txt, cdb)
-		return cdb
-	}
-	cfgs := map[*server][2]string{}
-	for _, p := range [][2]*server{{a, b}, {b, a}} {
-		self, other := p[0], p[1]
-		mine, theirs := []string{"alice", "carol"}, []string{"bob", "dave"}
-		if self == b {
-			mine, theirs = theirs, mine
-		}
-		cdb := roles(self, other, mine, theirs)
-		var mc, pc strings.Builder
-		for _, tr := range treeNames {
-			fmt.Fprintf(&mc, "tree: %s=%s:%s\n", tr, self.backing(tr), self.mnt(tr))
-			fmt.Fprintf(&pc, "tree: %s=%s\n", tr, self.backing(tr))
-		}
-		fmt.Fprintf(&mc, "roles: %s\njournal: %s\nrolemap_poll: 100ms\n", cdb, self.journal())
-		fmt.Fprintf(&pc, "node: %s\nlisten: %s\npartner: %s=%s\nroles: %s\njournal: %s\nstate: %s\n",
-			self.node, self.addr, other.node, other.addr, cdb, self.journal(), filepath.Join(self.dir, "peer"))
-		fmt.Fprintf(&pc, "tls_cert: %s\ntls_key: %s\ntls_ca: %s\n",
-			filepath.Join(certs, self.node+".crt"), filepath.Join(certs, self.node+".key"), filepath.Join(certs, "ca.crt"))
-		mcfg, pcfg := filepath.Join(self.dir, "mount.conf"), filepath.Join(self.dir, "peer.conf")
-		os.WriteFile(mcfg, []byte(mc.String()), 0o644)
-		os.WriteFile(pcfg, []byte(pc.String()), 0o644)
-		cfgs[self] = [2]string{mcfg, pcfg}
-	}
-	for _, s := range []*server{a, b} {
-		s.startMount(cfgs[s][0])
-	}
-	for _, s := range []*server{a, b} {
-		s.startPeer(cfgs[s][1])
-	}
-	return a, b
+	return newServerPairSeeded(t, nil)
 }
 
 func mustRun(t *testing.T, bin string, args ...string) {

@@ -17,8 +17,9 @@ import (
 	"mreplfs/fs/mounttest"
 )
 
-// newServerPairSeeded is newServerPair with a hook that runs before the
-// mounts and peers start (an existing install's spool).
+// newServerPairSeeded makes A and B with crosswise roles, certificates and
+// configs, runs before (if set: e.g. an existing install's spool) and then
+// starts both mounts and both peers. newServerPair is it without a hook.
 func newServerPairSeeded(t *testing.T, before func(a, b *server)) (a, b *server) {
 	t.Helper()
 	mounttest.RequireRoot(t)
@@ -70,7 +71,9 @@ func newServerPairSeeded(t *testing.T, before func(a, b *server)) (a, b *server)
 		os.WriteFile(pcfg, []byte(pc.String()), 0o644)
 		cfgs[self] = [2]string{mcfg, pcfg}
 	}
-	before(a, b)
+	if before != nil {
+		before(a, b)
+	}
 	for _, s := range []*server{a, b} {
 		s.startMount(cfgs[s][0])
 	}

@@ -33,95 +33,83 @@ func (n *Node) child(name string) *Node {
 	return c
 }
 
-func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+// childOp runs a namespace operation on the child name: the role guard, the
+// namespace lock, the loopback call do, then the journal record rec makes of
+// it (with the nodes whose last LSN it sets; a nil record: nothing to
+// journal). Mkdir, Mknod, Symlink, Unlink and Rmdir are all this shape.
+func (n *Node) childOp(ctx context.Context, op, name string, do func() (*fusefs.Inode, syscall.Errno),
+	rec func(rel string, ch *fusefs.Inode) (*journal.Record, []*Node)) (*fusefs.Inode, syscall.Errno) {
 	f := n.fs()
 	rel := n.childRel(name)
-	tg, e := f.guard("mkdir", n.tree.Name, rel)
+	tg, e := f.guard(op, n.tree.Name, rel)
 	if e != 0 {
 		return nil, e
 	}
 	defer f.lockNS(tg.journal)()
-	ch, e := n.LoopbackNode.Mkdir(ctx, name, mode, out)
+	ch, e := do()
 	if e != 0 {
 		return nil, e
 	}
-	r := newRecord(journal.OpMkdir, rel)
-	r.Mode, r.UID, r.GID = out.Attr.Mode, out.Attr.Uid, out.Attr.Gid
-	if e := f.emit(ctx, tg, r, n, ch.Operations().(*Node)); e != 0 {
+	r, nodes := rec(rel, ch)
+	if r == nil {
+		return ch, 0
+	}
+	if e := f.emit(ctx, tg, r, nodes...); e != 0 {
 		return nil, e
 	}
 	return ch, 0
+}
+
+// created is the record of a new directory or node, with its attributes.
+func (n *Node) created(op journal.Op, out *fuse.EntryOut) func(string, *fusefs.Inode) (*journal.Record, []*Node) {
+	return func(rel string, ch *fusefs.Inode) (*journal.Record, []*Node) {
+		r := newRecord(op, rel)
+		r.Mode, r.UID, r.GID = out.Attr.Mode, out.Attr.Uid, out.Attr.Gid
+		return r, []*Node{n, ch.Operations().(*Node)}
+	}
+}
+
+func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return n.childOp(ctx, "mkdir", name, func() (*fusefs.Inode, syscall.Errno) {
+		return n.LoopbackNode.Mkdir(ctx, name, mode, out)
+	}, n.created(journal.OpMkdir, out))
 }
 
 func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	f := n.fs()
-	rel := n.childRel(name)
-	tg, e := f.guard("mknod", n.tree.Name, rel)
-	if e != 0 {
-		return nil, e
-	}
-	defer f.lockNS(tg.journal)()
-	ch, e := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
-	if e != 0 {
-		return nil, e
-	}
-	r := newRecord(journal.OpCreate, rel)
-	r.Mode, r.UID, r.GID = out.Attr.Mode, out.Attr.Uid, out.Attr.Gid
-	if e := f.emit(ctx, tg, r, n, ch.Operations().(*Node)); e != 0 {
-		return nil, e
-	}
-	return ch, 0
+	return n.childOp(ctx, "mknod", name, func() (*fusefs.Inode, syscall.Errno) {
+		return n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
+	}, n.created(journal.OpCreate, out))
 }
 
 func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	f := n.fs()
-	rel := n.childRel(name)
-	tg, e := f.guard("symlink", n.tree.Name, rel)
-	if e != 0 {
-		return nil, e
-	}
-	defer f.lockNS(tg.journal)()
-	ch, e := n.LoopbackNode.Symlink(ctx, target, name, out)
-	if e != 0 {
-		return nil, e
-	}
-	r := newRecord(journal.OpSymlink, rel)
-	r.NewPath, r.Data = rel, []byte(target)
-	if e := f.emit(ctx, tg, r, n); e != 0 {
-		return nil, e
-	}
-	return ch, 0
+	return n.childOp(ctx, "symlink", name, func() (*fusefs.Inode, syscall.Errno) {
+		return n.LoopbackNode.Symlink(ctx, target, name, out)
+	}, func(rel string, _ *fusefs.Inode) (*journal.Record, []*Node) {
+		r := newRecord(journal.OpSymlink, rel)
+		r.NewPath, r.Data = rel, []byte(target)
+		return r, []*Node{n}
+	})
 }
 
 func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
-	f := n.fs()
-	rel := n.childRel(name)
-	tg, e := f.guard("unlink", n.tree.Name, rel)
-	if e != 0 {
-		return e
-	}
-	defer f.lockNS(tg.journal)()
-	if e := n.LoopbackNode.Unlink(ctx, name); e != 0 {
-		return e
-	}
-	if isScratch(rel) {
-		return 0
-	}
-	return f.emit(ctx, tg, newRecord(journal.OpUnlink, rel), n)
+	_, e := n.childOp(ctx, "unlink", name, func() (*fusefs.Inode, syscall.Errno) {
+		return nil, n.LoopbackNode.Unlink(ctx, name)
+	}, func(rel string, _ *fusefs.Inode) (*journal.Record, []*Node) {
+		if isScratch(rel) {
+			return nil, nil // X.NEW files are never journaled
+		}
+		return newRecord(journal.OpUnlink, rel), []*Node{n}
+	})
+	return e
 }
 
 func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	f := n.fs()
-	rel := n.childRel(name)
-	tg, e := f.guard("rmdir", n.tree.Name, rel)
-	if e != 0 {
-		return e
-	}
-	defer f.lockNS(tg.journal)()
-	if e := n.LoopbackNode.Rmdir(ctx, name); e != 0 {
-		return e
-	}
-	return f.emit(ctx, tg, newRecord(journal.OpRmdir, rel), n)
+	_, e := n.childOp(ctx, "rmdir", name, func() (*fusefs.Inode, syscall.Errno) {
+		return nil, n.LoopbackNode.Rmdir(ctx, name)
+	}, func(rel string, _ *fusefs.Inode) (*journal.Record, []*Node) {
+		return newRecord(journal.OpRmdir, rel), []*Node{n}
+	})
+	return e
 }
 
 // sameStream reports whether two targets journal into the same account

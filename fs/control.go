@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,12 +26,21 @@ const ControlVersion = 1
 //	{"v":1,"cmd":"reload"}                                      reload the role map
 //	{"v":1,"cmd":"forget","tree":"spool","paths":["a/b", ...]}   after the receiver changed them
 //	{"v":1,"cmd":"forget","account":"alice"}                     every cached path of alice
+//	{"v":1,"cmd":"acked","positions":{"alice":42,...}}          the replica applied (from the peer)
+//	{"v":1,"cmd":"positions","account":"alice"}                 last appended and applied LSN
+//	{"v":1,"cmd":"verified","accounts":["alice"],"since":N}     resynced after an unclean stop
+//
+// "acked" is sent by the peer process on every Ack, on one long-lived
+// connection; it wakes the fsyncs of sync-mode accounts (syncrepl.go).
 type ControlRequest struct {
-	V       int      `json:"v"`
-	Cmd     string   `json:"cmd"`
-	Tree    string   `json:"tree,omitempty"`
-	Paths   []string `json:"paths,omitempty"`
-	Account string   `json:"account,omitempty"`
+	V         int               `json:"v"`
+	Cmd       string            `json:"cmd"`
+	Tree      string            `json:"tree,omitempty"`
+	Paths     []string          `json:"paths,omitempty"`
+	Account   string            `json:"account,omitempty"`
+	Positions map[string]uint64 `json:"positions,omitempty"`
+	Accounts  []string          `json:"accounts,omitempty"`
+	Since     int64             `json:"since,omitempty"` // unix nanoseconds
 }
 
 // ControlReply is the one reply line to a request.
@@ -40,6 +50,9 @@ type ControlReply struct {
 	Error  string         `json:"error,omitempty"`
 	Count  int            `json:"count,omitempty"` // forget: entries invalidated
 	Status *ControlStatus `json:"status,omitempty"`
+	// positions: the account's last appended and replica-applied LSNs.
+	Appended uint64 `json:"appended,omitempty"`
+	Applied  uint64 `json:"applied,omitempty"`
 }
 
 // ControlStatus is the state reported by "status".
@@ -47,6 +60,7 @@ type ControlStatus struct {
 	Pid   int               `json:"pid"`
 	Trees []TreeStatus      `json:"trees"`
 	Extra map[string]string `json:"extra,omitempty"`
+	Sync  *SyncStatus       `json:"sync,omitempty"`
 }
 
 // TreeStatus describes one mounted tree.
@@ -177,7 +191,24 @@ func (c *Control) handle(ctx context.Context, req ControlRequest) ControlReply {
 		if c.Extra != nil {
 			st.Extra = c.Extra()
 		}
+		ss := c.FS.SyncStatus()
+		st.Sync = &ss
 		return ControlReply{OK: true, Status: st}
+	case "acked":
+		c.FS.NoteAcked(req.Positions)
+		return ControlReply{OK: true}
+	case "verified":
+		n, err := c.FS.ClearUnclean(req.Accounts, time.Unix(0, req.Since))
+		if err != nil {
+			return ControlReply{Error: err.Error(), Count: n}
+		}
+		return ControlReply{OK: true, Count: n}
+	case "positions":
+		if req.Account == "" {
+			return ControlReply{Error: `positions: give "account"`}
+		}
+		ap, ac := c.FS.AccountPositions(req.Account)
+		return ControlReply{OK: true, Appended: ap, Applied: ac}
 	case "reload":
 		if c.Reload == nil {
 			return ControlReply{Error: "reload: no reloadable role map"}

@@ -64,12 +64,12 @@ func (f *File) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 // checked again on every write (a promote/demote may have happened since
 // open). ok is false when the inode has no name any more (unlinked while
 // open): its bytes can never reach a replica, so nothing is journaled.
-func (f *File) writeTarget(op string) (tg target, named bool, e syscall.Errno) {
+func (f *File) writeTarget(ctx context.Context, op string) (tg target, named bool, e syscall.Errno) {
 	rel, named := f.node.rel()
 	if !named {
 		return target{}, false, 0
 	}
-	tg, e = f.node.fs().guard(op, f.node.tree.Name, rel)
+	tg, e = f.node.fs().guard(ctx, op, f.node.tree.Name, rel)
 	return tg, true, e
 }
 
@@ -87,7 +87,7 @@ func (f *File) Writev(ctx context.Context, data [][]byte, off int64) (uint32, sy
 }
 
 func (f *File) write(ctx context.Context, data [][]byte, off int64) (uint32, syscall.Errno) {
-	tg, named, e := f.writeTarget("write")
+	tg, named, e := f.writeTarget(ctx, "write")
 	if e != 0 {
 		return 0, e
 	}
@@ -175,7 +175,7 @@ func (f *File) finish(ctx context.Context) syscall.Errno {
 		f.dirty.Store(false)
 		return 0
 	}
-	tg, e := fsys.guard("write", f.node.tree.Name, rel)
+	tg, e := fsys.guard(ctx, "write", f.node.tree.Name, rel)
 	if e != 0 || !tg.journal {
 		return e
 	}
@@ -225,7 +225,7 @@ func (f *File) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOu
 // Allocate (fallocate): a size change is journaled as a truncate, a
 // punched or zeroed range as a write of zeros.
 func (f *File) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
-	tg, named, e := f.writeTarget("fallocate")
+	tg, named, e := f.writeTarget(ctx, "fallocate")
 	if e != 0 {
 		return e
 	}

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"path"
 	"syscall"
 	"time"
@@ -32,7 +33,33 @@ func classPath(tree, rel string) string {
 // non-account → passed through, pending → journaled under
 // PendingAccount, replica/unknown/unresolved → EROFS (logged once per
 // account per RefusalLogInterval).
-func (f *FS) guard(op, tree, rel string) (target, syscall.Errno) {
+//
+// A journaled account is first made active in the journal's durable
+// activity log (journal.Log.Activate: at once while it is active, one
+// commit after a quiet period), so that a crash between the change of the
+// backing store and its record being durable lists the account for
+// verification after restart.
+func (f *FS) guard(ctx context.Context, op, tree, rel string) (target, syscall.Errno) {
+	tg, e := f.classifyGuard(op, tree, rel)
+	if e != 0 || !tg.journal || tg.class.Kind != KindAccount {
+		return tg, e
+	}
+	if a, ok := f.journal.(activator); ok {
+		if err := a.Activate(ctx, tg.account); err != nil {
+			f.log.Error("journal activity log failed", "account", tg.account, "op", op, "path", path.Join(tree, rel), "err", err)
+			return tg, errnoOf(ctx, err)
+		}
+	}
+	return tg, 0
+}
+
+// activator is the journal's activity log (journal.Log).
+type activator interface {
+	Activate(ctx context.Context, account string) error
+}
+
+// classifyGuard is guard without the activity log.
+func (f *FS) classifyGuard(op, tree, rel string) (target, syscall.Errno) {
 	c := f.classify.Classify(classPath(tree, rel))
 	tg := target{tree: tree, rel: rel, class: c}
 	switch c.Kind {
@@ -66,12 +93,12 @@ func (f *FS) guard(op, tree, rel string) (target, syscall.Errno) {
 
 // guard2 guards an operation that touches two paths (rename, link): both
 // must be allowed.
-func (f *FS) guard2(op, tree, rel1, rel2 string) (target, target, syscall.Errno) {
-	t1, e := f.guard(op, tree, rel1)
+func (f *FS) guard2(ctx context.Context, op, tree, rel1, rel2 string) (target, target, syscall.Errno) {
+	t1, e := f.guard(ctx, op, tree, rel1)
 	if e != 0 {
 		return t1, target{}, e
 	}
-	t2, e := f.guard(op, tree, rel2)
+	t2, e := f.guard(ctx, op, tree, rel2)
 	return t1, t2, e
 }
 

@@ -94,7 +94,8 @@ func (n *Node) noteLSN(lsn journal.LSN) {
 	}
 }
 
-// syncJournal waits until n's records are durable (DESIGN.md invariant 3).
+// syncJournal waits until n's records are durable (DESIGN.md invariant 3)
+// and, for an account in sync mode, applied by the replica (syncrepl.go).
 func (n *Node) syncJournal(ctx context.Context) syscall.Errno {
 	f := n.fs()
 	lsn := journal.LSN(n.lastLSN.Load())
@@ -116,6 +117,10 @@ func (n *Node) syncJournal(ctx context.Context) syscall.Errno {
 		f.log.Error("journal sync failed", "tree", n.tree.Name, "path", rel, "lsn", lsn, "err", err)
 		return errnoOf(ctx, err)
 	}
+	// Sync mode: and the replica has applied the account's records.
+	if rel, named := n.rel(); named {
+		return f.waitReplica(ctx, n.tree.Name, rel)
+	}
 	return 0
 }
 
@@ -127,7 +132,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	write := isWriteOpen(flags) && named
 	if write {
 		var e syscall.Errno
-		if tg, e = n.fs().guard("open", n.tree.Name, rel); e != 0 {
+		if tg, e = n.fs().guard(ctx, "open", n.tree.Name, rel); e != 0 {
 			return nil, 0, e
 		}
 	}
@@ -177,7 +182,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 func (n *Node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
 	f := n.fs()
 	rel := n.childRel(name)
-	tg, e := f.guard("create", n.tree.Name, rel)
+	tg, e := f.guard(ctx, "create", n.tree.Name, rel)
 	if e != 0 {
 		return nil, nil, 0, e
 	}
@@ -227,7 +232,7 @@ func (n *Node) Create(ctx context.Context, name string, flags, mode uint32, out 
 // tree fails with EXDEV in go-fuse's loopback).
 func (n *Node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
 	rel, _ := n.rel()
-	if _, e := n.fs().guard("tmpfile", n.tree.Name, path.Join(rel, ".tmpfile")); e != 0 {
+	if _, e := n.fs().guard(ctx, "tmpfile", n.tree.Name, path.Join(rel, ".tmpfile")); e != 0 {
 		return nil, nil, 0, e
 	}
 	ch, fh, fl, e := n.LoopbackNode.Tmpfile(ctx, flags, mode, out)

@@ -41,7 +41,7 @@ func (n *Node) childOp(ctx context.Context, op, name string, do func() (*fusefs.
 	rec func(rel string, ch *fusefs.Inode) (*journal.Record, []*Node)) (*fusefs.Inode, syscall.Errno) {
 	f := n.fs()
 	rel := n.childRel(name)
-	tg, e := f.guard(op, n.tree.Name, rel)
+	tg, e := f.guard(ctx, op, n.tree.Name, rel)
 	if e != 0 {
 		return nil, e
 	}
@@ -131,7 +131,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 		return syscall.EXDEV
 	}
 	rel1, rel2 := n.childRel(name), np.childRel(newName)
-	t1, t2, e := f.guard2("rename", n.tree.Name, rel1, rel2)
+	t1, t2, e := f.guard2(ctx, "rename", n.tree.Name, rel1, rel2)
 	if e != 0 {
 		return e
 	}
@@ -160,7 +160,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	}
 	if path.Base(rel2) == "cyrus.header" {
 		f.noteHeader(n.tree, rel2)
-		if t2, e = f.guard("rename", n.tree.Name, rel2); e != 0 {
+		if t2, e = f.guard(ctx, "rename", n.tree.Name, rel2); e != 0 {
 			return 0 // already logged as a divergence; the rename is done
 		}
 	}
@@ -194,7 +194,7 @@ func (n *Node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 		return nil, syscall.EXDEV
 	}
 	rel2 := n.childRel(name)
-	t2, e := f.guard("link", n.tree.Name, rel2)
+	t2, e := f.guard(ctx, "link", n.tree.Name, rel2)
 	if e != 0 {
 		return nil, e
 	}
@@ -241,7 +241,7 @@ func (n *Node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 	var tg target
 	if named {
 		var e syscall.Errno
-		if tg, e = f.guard("setattr", n.tree.Name, rel); e != 0 {
+		if tg, e = f.guard(ctx, "setattr", n.tree.Name, rel); e != 0 {
 			return e
 		}
 	}
@@ -319,7 +319,7 @@ func (n *Node) xattrOp(ctx context.Context, op string, do func() syscall.Errno) 
 	if !named {
 		return do()
 	}
-	tg, e := f.guard(op, n.tree.Name, rel)
+	tg, e := f.guard(ctx, op, n.tree.Name, rel)
 	if e != 0 {
 		return e
 	}
@@ -338,7 +338,7 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn fusefs.FileHandle, offIn 
 	if !ok1 || !ok2 {
 		return 0, syscall.ENOTSUP
 	}
-	tg, named, e := fout.writeTarget("copy_file_range")
+	tg, named, e := fout.writeTarget(ctx, "copy_file_range")
 	if e != 0 {
 		return 0, e
 	}

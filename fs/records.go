@@ -40,6 +40,7 @@ func (f *FS) emit(ctx context.Context, tg target, r *journal.Record, nodes ...*N
 	for _, n := range nodes {
 		n.noteLSN(lsn)
 	}
+	f.repl.noteAppended(tg.account, uint64(lsn))
 	return 0
 }
 

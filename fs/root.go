@@ -65,6 +65,10 @@ type FS struct {
 
 	treesMu sync.Mutex
 	trees   map[string]*Tree
+
+	// repl: per-account replication positions and sync mode (syncrepl.go).
+	repl    replState
+	started time.Time
 }
 
 // New checks o and returns a filesystem ready to Mount trees.
@@ -90,7 +94,7 @@ func New(o Options) (*FS, error) {
 	if o.InlineLimit == 0 {
 		o.InlineLimit = 1 << 20
 	}
-	return &FS{roles: o.Roles, classify: o.Classifier, journal: o.Journal, log: o.Logger, opts: o,
+	return &FS{roles: o.Roles, classify: o.Classifier, journal: o.Journal, log: o.Logger, opts: o, started: time.Now(),
 		refused: map[string]time.Time{}, trees: map[string]*Tree{}}, nil
 }
 

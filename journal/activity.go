@@ -188,3 +188,22 @@ func (l *Log) ClearUnclean(accounts ...string) error {
 	l.mu.Unlock()
 	return writeListFile(l.dir, uncleanFile, lines)
 }
+
+// UncleanAccounts lists, sorted, the writer's unclean accounts (see
+// Log.UncleanAccounts), read from <dir>/unclean: the peer process resyncs
+// them by hash compare, then asks the writer to clear them.
+func (f *Follower) UncleanAccounts() ([]string, error) {
+	lines, err := readListFile(f.dir, uncleanFile)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	for _, ln := range lines {
+		a, _, err := parseEntry(ln)
+		if err != nil {
+			return nil, err
+		}
+		set[a] = true
+	}
+	return sortedKeys(set), nil
+}

@@ -181,6 +181,15 @@ type batch struct {
 // of one account apply in order; an account that fails stops there while
 // the others go on. It returns an error only when nothing could be persisted.
 func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetch BlobFetcher) (BatchResult, error) {
+	return a.ApplyBatchDurable(ctx, recs, fetch, nil)
+}
+
+// ApplyBatchDurable is ApplyBatch that also calls durable, if not nil, as
+// soon as the batch's applies are fsynced and before its positions are
+// committed, with the last LSN applied per account (protocol version 2's
+// Durable: what sync mode waits for). The replay window persisted before
+// the batch covers those records, so a crash after this point loses none.
+func (a *DirApplier) ApplyBatchDurable(ctx context.Context, recs []journal.Record, fetch BlobFetcher, durable func(map[string]journal.LSN)) (BatchResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	res := BatchResult{Positions: map[string]AccountPos{}, Errors: map[string]error{}}
@@ -300,13 +309,14 @@ func (a *DirApplier) ApplyBatch(ctx context.Context, recs []journal.Record, fetc
 		// Nothing is persisted: the batch stays in flight and is replayed.
 		return res, fmt.Errorf("make batch durable: %w", err)
 	}
-	if err := a.st.putHashes(b.hashes); err != nil {
-		a.log.Warn("content index update failed", "err", err)
+	if durable != nil && len(applied) > 0 {
+		durable(applied)
 	}
 	res.Touched = b.touched()
 
-	// 3. Persist positions (the files are already fsynced by flush).
-	err = a.st.update(func(get func(string) AccountPos, put func(string, AccountPos)) {
+	// 3. Persist positions (the files are already fsynced by flush), and
+	// the content index entries of the batch in the same commit.
+	err = a.st.updateWithHashes(b.hashes, func(get func(string) AccountPos, put func(string, AccountPos)) {
 		accts := make([]string, 0, len(last))
 		for acct := range last {
 			accts = append(accts, acct)

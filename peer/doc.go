@@ -101,6 +101,17 @@
 //	              straddled the end would be checked, not replayed, against a
 //	              copy already past that pre-state.
 //
+// Version 2 adds (sent only in a session whose Welcome version is ≥ 2):
+//
+//	Durable   (15) receiver → sender: the Ack layout, sent for a batch as
+//	              soon as its applies are fsynced, before the positions are
+//	              committed and the Ack sent. The files are on disk and the
+//	              batch's replay window (persisted before it was applied)
+//	              covers them, so a crash of the replica cannot lose them.
+//	              The sender reports these positions to the mount's sync
+//	              mode (Sender.OnAcked) and does nothing else with them: the
+//	              consumer position advances on the Ack only.
+//
 // # Full resync
 //
 // An account is resynced in full when the journal cannot bring its replica

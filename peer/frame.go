@@ -31,6 +31,8 @@ const (
 	MsgFile      MsgType = 12
 	MsgResyncEnd MsgType = 13
 	MsgReplay    MsgType = 14
+	// Version 2.
+	MsgDurable MsgType = 15
 )
 
 func (t MsgType) String() string {
@@ -63,6 +65,8 @@ func (t MsgType) String() string {
 		return "resync-end"
 	case MsgReplay:
 		return "replay"
+	case MsgDurable:
+		return "durable"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -188,7 +192,7 @@ func decodeFrameBody(payload []byte, crc uint32) (MsgType, []byte, error) {
 	if flags&^flagZstd != 0 {
 		return 0, nil, fmt.Errorf("%w: unknown flags %#x", ErrFrame, flags)
 	}
-	if t < MsgHello || t > MsgReplay {
+	if t < MsgHello || t > MsgDurable {
 		return 0, nil, fmt.Errorf("%w: unknown message type %d", ErrFrame, uint8(t))
 	}
 	if flags&flagZstd != 0 {

@@ -56,6 +56,7 @@ func samples() map[string]struct {
 		"ping":    {MsgPing, MarshalPing(1 << 40), uint64(1 << 40)},
 		"pong":    {MsgPong, MarshalPing(0), uint64(0)},
 		"replay":  {MsgReplay, MarshalReplay(map[string]uint64{"alice": 42, "bob": 7}), map[string]uint64{"alice": 42, "bob": 7}},
+		"durable": {MsgDurable, MarshalDurable(ack), ack},
 
 		"manifest":   {MsgManifest, MarshalManifest(manifest), manifest},
 		"want":       {MsgWant, MarshalWant(want), want},
@@ -94,6 +95,8 @@ func decodeBody(t MsgType, b []byte) (any, error) {
 		return UnmarshalResyncEnd(b)
 	case MsgReplay:
 		return UnmarshalReplay(b)
+	case MsgDurable:
+		return UnmarshalDurable(b)
 	}
 	return nil, errors.New("unknown type")
 }
@@ -127,6 +130,8 @@ func marshalAny(t MsgType, v any) []byte {
 		return MarshalResyncEnd(v.(ResyncEnd))
 	case MsgReplay:
 		return MarshalReplay(v.(map[string]uint64))
+	case MsgDurable:
+		return MarshalDurable(v.(Ack))
 	}
 	return nil
 }

@@ -6,8 +6,9 @@ import (
 	"sort"
 )
 
-// Version is the highest protocol version this code speaks.
-const Version = 1
+// Version is the highest protocol version this code speaks. Version 2 adds
+// Durable; a session runs at the lower of the two sides' versions.
+const Version = 2
 
 // AccountState is a receiver's view of one account (Welcome, Ack).
 type AccountState uint8
@@ -371,3 +372,9 @@ func UnmarshalReplay(b []byte) (map[string]uint64, error) {
 	}
 	return out, nil
 }
+
+// MarshalDurable encodes a Durable body (the Ack layout, version 2).
+func MarshalDurable(a Ack) []byte { return MarshalAck(a) }
+
+// UnmarshalDurable decodes a Durable body.
+func UnmarshalDurable(b []byte) (Ack, error) { return UnmarshalAck(b) }

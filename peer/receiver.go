@@ -122,6 +122,7 @@ type session struct {
 	r        *Receiver
 	conn     net.Conn
 	node     string
+	version  uint64 // the session's protocol version (the Welcome's)
 	log      *slog.Logger
 	wmu      sync.Mutex
 	w        *bufio.Writer
@@ -199,6 +200,7 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 	}
 	s.node = node
 	w := Welcome{Version: min(h.Version, Version), Node: r.Node}
+	s.version = w.Version
 	replay := map[string]uint64{}
 	for _, ae := range h.Accounts {
 		pos := Position{Account: ae.Account}
@@ -394,7 +396,19 @@ func (s *session) applyBatch(ctx context.Context, raw [][]byte) error {
 		}
 		recs = append(recs, r)
 	}
-	res, err := s.r.Applier.ApplyBatch(ctx, recs, s.fetch)
+	var durable func(map[string]journal.LSN)
+	if s.version >= 2 {
+		durable = func(applied map[string]journal.LSN) {
+			d := Ack{}
+			for a, l := range applied {
+				d.Positions = append(d.Positions, Position{Account: a, Applied: uint64(l), State: StateOK})
+			}
+			if err := s.send(MsgDurable, MarshalDurable(d)); err != nil {
+				s.log.Warn("send durable", "err", err) // the Ack follows, or the session ends
+			}
+		}
+	}
+	res, err := s.r.Applier.ApplyBatchDurable(ctx, recs, s.fetch, durable)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -50,6 +51,9 @@ func (s *Sender) needsResync(p Position) string {
 	case p.State != StateOK:
 		return ""
 	}
+	if s.isUnclean(p.Account) {
+		return "the master's mount stopped uncleanly: its changes are verified"
+	}
 	k, seen := s.knownApplied(p.Account)
 	if p.Applied == 0 && !seen {
 		return "never synced"
@@ -58,6 +62,39 @@ func (s *Sender) needsResync(p Position) string {
 		return fmt.Sprintf("the partner reports position %d, it acknowledged %d before (lost state)", p.Applied, k)
 	}
 	return ""
+}
+
+// isUnclean reports whether account is in the journal's unclean list.
+func (s *Sender) isUnclean(account string) bool {
+	if s.Unclean == nil || !s.canResync() {
+		return false
+	}
+	return slices.Contains(s.Unclean(), account)
+}
+
+// watchUnclean ends the session when an account it ships becomes unclean
+// (the mount restarted after a crash while this peer ran): the next session
+// resyncs it.
+func (c *sconn) watchUnclean(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, a := range c.s.Unclean() {
+			c.mu.Lock()
+			ok := c.ok[a]
+			c.mu.Unlock()
+			if ok {
+				c.s.logger().Warn("the mount stopped uncleanly: account to verify by a full resync; reconnecting", "account", a)
+				c.stop(fmt.Errorf("account %s must be verified after an unclean stop", a))
+				return
+			}
+		}
+	}
 }
 
 // --- acknowledged positions per account (KnownFile) -------------------------
@@ -328,6 +365,13 @@ func (c *sconn) stop(err error) {
 // then closes their replay windows. On success the accounts stream from
 // the position recorded before each walk (sc.ok, sc.applied).
 func (c *sconn) resyncAccounts(ctx context.Context, br *bufio.Reader, accounts []AccountEpoch) error {
+	began := time.Now() // before any walk: what an unclean stop left is seen by them
+	var verified []string
+	defer func() {
+		if len(verified) > 0 && c.s.Verified != nil {
+			c.s.Verified(verified, began)
+		}
+	}()
 	type done struct {
 		acct string
 		from uint64
@@ -385,6 +429,7 @@ func (c *sconn) resyncAccounts(ctx context.Context, br *bufio.Reader, accounts [
 			c.replayTo[p.Account] = journal.LSN(max(to, p.Applied))
 			c.mu.Unlock()
 			c.s.Stats.Resyncs.Add(1)
+			verified = append(verified, p.Account)
 			c.s.logger().Info("account resynced", "account", p.Account, "from", p.Applied)
 			c.s.progress(ResyncProgress{Account: p.Account, Phase: "done"})
 		}

@@ -69,6 +69,19 @@ type Sender struct {
 	ResyncSettle time.Duration
 	// Progress, when set, is told how each resync goes.
 	Progress func(ResyncProgress)
+	// Unclean, when set, lists the accounts whose changes the local journal
+	// may have lost in an unclean stop of the mount (journal.Follower's
+	// UncleanAccounts). Each is resynced in full (hash compare: the
+	// partner gets what differs), then passed to Verified with the time
+	// the resync began, so the mount can clear it. A session that ships an
+	// account that becomes unclean ends, so that the next one resyncs it.
+	Unclean  func() []string
+	Verified func(accounts []string, since time.Time)
+	// OnAcked, when set, is told the partner's applied position of every
+	// account it acks (and of every account at session start), for the
+	// mount's sync mode. It must not block for long: it runs on the read
+	// loop.
+	OnAcked func(positions map[string]uint64)
 
 	Stats SenderStats
 
@@ -356,9 +369,19 @@ func (s *Sender) session(ctx context.Context) error {
 	sc.mu.Unlock()
 	s.Stats.Connected.Store(true)
 	s.logger().Info("replication link up", "addr", s.Addr, "accounts", len(sc.ok), "from", from)
+	if s.OnAcked != nil {
+		pos := make(map[string]uint64, len(sc.ok))
+		for a := range sc.ok {
+			pos[a] = sc.applied[a]
+		}
+		s.OnAcked(pos)
+	}
 
 	go sc.readLoop(ctx, br)
 	go sc.heartbeat(ctx)
+	if s.Unclean != nil && s.canResync() {
+		go sc.watchUnclean(ctx)
+	}
 	return sc.sendLoop(ctx, from)
 }
 
@@ -550,8 +573,15 @@ func (c *sconn) readLoop(ctx context.Context, br *bufio.Reader) {
 				return
 			}
 			resync := ""
+			var acked map[string]uint64
+			if c.s.OnAcked != nil {
+				acked = make(map[string]uint64, len(a.Positions))
+			}
 			c.mu.Lock()
 			for _, p := range a.Positions {
+				if acked != nil && p.State == StateOK {
+					acked[p.Account] = p.Applied
+				}
 				if p.Applied > c.applied[p.Account] {
 					c.applied[p.Account] = p.Applied
 				}
@@ -567,6 +597,9 @@ func (c *sconn) readLoop(ctx context.Context, br *bufio.Reader) {
 				}
 			}
 			c.mu.Unlock()
+			if len(acked) > 0 {
+				c.s.OnAcked(acked)
+			}
 			c.advanceAck()
 			if resync != "" {
 				// A resync runs at session start, before any batch: end this
@@ -591,6 +624,20 @@ func (c *sconn) readLoop(ctx context.Context, br *bufio.Reader) {
 					return
 				}
 				c.s.Stats.BlobsServed.Add(1)
+			}
+		case MsgDurable:
+			// Sync mode only: the consumer position moves on the Ack.
+			d, err := UnmarshalDurable(body)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if c.s.OnAcked != nil && len(d.Positions) > 0 {
+				pos := make(map[string]uint64, len(d.Positions))
+				for _, p := range d.Positions {
+					pos[p.Account] = p.Applied
+				}
+				c.s.OnAcked(pos)
 			}
 		case MsgPong, MsgPing:
 		case MsgRefuse:

@@ -87,7 +87,23 @@ func (s *stateStore) all() (map[string]AccountPos, error) {
 
 // update changes several accounts in one durable transaction.
 func (s *stateStore) update(fn func(get func(string) AccountPos, put func(string, AccountPos))) error {
+	return s.updateWithHashes(nil, fn)
+}
+
+// updateWithHashes is update that also adds content index entries in the
+// same transaction (one commit, one pair of fsyncs). A failed index entry
+// is logged, never fails the positions.
+func (s *stateStore) updateWithHashes(refs map[[32]byte]hashRef, fn func(get func(string) AccountPos, put func(string, AccountPos))) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if len(refs) > 0 {
+			hb := tx.Bucket(bucketHashes)
+			for h, r := range refs {
+				// A 32-byte key and a short value: Put fails only on a
+				// read-only transaction. The index is a cache (re-verified
+				// before use), never worth failing the positions for.
+				_ = hb.Put(h[:], encodeRef(r))
+			}
+		}
 		b := tx.Bucket(bucketAccounts)
 		var perr error
 		get := func(a string) AccountPos {

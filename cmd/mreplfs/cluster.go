@@ -216,6 +216,38 @@ func (c *cluster) stopMount(s *node) {
 	s.mount = nil
 }
 
+// killMount kills s's mount process (SIGKILL: a crash). Its mounts stay,
+// dead (every access fails with ENOTCONN), until detachMounts.
+func (c *cluster) killMount(s *node) {
+	if s.mount != nil {
+		s.mount.Process.Kill()
+		s.mount.Wait()
+		s.mount = nil
+	}
+}
+
+// detachMounts lazily unmounts s's dead mounts so that the mount points are
+// free for startMount. Writers must be stopped first: after it, their paths
+// reach the empty directories under the mount points.
+func (c *cluster) detachMounts(s *node) {
+	for _, t := range treeNames {
+		syscall.Unmount(s.mnt(t), syscall.MNT_DETACH)
+	}
+}
+
+// appendConf appends lines to s's mount.conf or peer.conf.
+func (s *node) appendConf(which, lines string) error {
+	f, err := os.OpenFile(filepath.Join(s.dir, which), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(lines)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // startPeer starts s's peer inside its network namespace.
 func (c *cluster) startPeer(s *node) error {
 	lf, err := os.OpenFile(s.peerLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -57,6 +58,10 @@ var mountSettings = []mountSetting{
 	{"journal_sync_every", "1s", "make unsynced journal records durable at least this often"},
 	{"rolemap_poll", "1s", "how often the role map file is checked for a change"},
 	{"debug", "no", "log the FUSE protocol (very verbose)"},
+	{"sync_mode", "async", "default replication mode: async (fsync waits for the local journal) or sync (and for the replica)"},
+	{"sync_policy", "degrade", "when the replica's ack times out in sync mode: degrade (succeed, alert, async until caught up) or refuse (EIO)"},
+	{"sync_timeout", "3s", "how long a sync-mode fsync waits for the replica"},
+	{"sync_account", "", "ACCOUNT MODE [POLICY] [TIMEOUT] for one account (repeat). The sync_* settings are re-read on SIGHUP and 'reload'"},
 }
 
 // mountConfig is the parsed settings.
@@ -73,6 +78,7 @@ type mountConfig struct {
 	syncEvery    time.Duration
 	rolemapPoll  time.Duration
 	debug        bool
+	sync         *fs.SyncSettings
 }
 
 type treeSpec struct{ name, backing, mountpoint string }
@@ -145,6 +151,9 @@ func buildMountConfig(file map[string][]string, flags map[string][]string) (*mou
 			return nil, fmt.Errorf("%s: %q is not a positive duration", d.k, last(d.k))
 		}
 	}
+	if c.sync, err = parseSyncSettings(last("sync_mode"), last("sync_policy"), last("sync_timeout"), vals["sync_account"]); err != nil {
+		return nil, err
+	}
 	switch {
 	case len(c.trees) == 0:
 		return nil, errors.New("no tree given (-tree NAME=BACKING:MOUNTPOINT)")
@@ -164,6 +173,30 @@ func buildMountConfig(file map[string][]string, flags map[string][]string) (*mou
 		c.control = ""
 	}
 	return c, nil
+}
+
+// parseSyncSettings builds the sync modes from the sync_* settings.
+func parseSyncSettings(mode, policy, timeout string, accounts []string) (*fs.SyncSettings, error) {
+	var def fs.SyncRule
+	var err error
+	if def.Mode, err = fs.ParseSyncMode(mode); err != nil {
+		return nil, fmt.Errorf("sync_mode: %w", err)
+	}
+	if def.Policy, err = fs.ParseSyncPolicy(policy); err != nil {
+		return nil, fmt.Errorf("sync_policy: %w", err)
+	}
+	if def.Timeout, err = time.ParseDuration(timeout); err != nil || def.Timeout <= 0 {
+		return nil, fmt.Errorf("sync_timeout: %q is not a positive duration", timeout)
+	}
+	set := &fs.SyncSettings{Default: def, Accounts: map[string]fs.SyncRule{}}
+	for _, line := range accounts {
+		a, r, err := fs.ParseSyncAccount(line, def)
+		if err != nil {
+			return nil, fmt.Errorf("sync_account: %w", err)
+		}
+		set.Accounts[a] = r
+	}
+	return set, nil
 }
 
 // multiFlag collects a repeatable string flag.
@@ -242,7 +275,23 @@ func runMount(ctx context.Context, e *env, args []string) error {
 		}
 		return nil
 	}
-	return serveMount(ctx, e, cfg, ready)
+	// The sync_* settings are re-read from the config file on SIGHUP and
+	// "reload"; other settings need a remount.
+	var reconfig func() (*fs.SyncSettings, error)
+	if *config != "" {
+		reconfig = func() (*fs.SyncSettings, error) {
+			file, err := readMountConfig(*config)
+			if err != nil {
+				return nil, err
+			}
+			c, err := buildMountConfig(file, flags)
+			if err != nil {
+				return nil, err
+			}
+			return c.sync, nil
+		}
+	}
+	return serveMount(ctx, e, cfg, ready, reconfig)
 }
 
 // allRoles is the roles_all role source (testing only).
@@ -255,7 +304,7 @@ func (a allRoles) Lookup(string) (rolemap.Entry, bool) {
 // serveMount mounts every tree of cfg, calls ready, and serves until ctx
 // ends or a tree is unmounted from outside; then it unmounts everything and
 // closes the journal. Every goroutine it starts has ended when it returns.
-func serveMount(ctx context.Context, e *env, cfg *mountConfig, ready func() error) (err error) {
+func serveMount(ctx context.Context, e *env, cfg *mountConfig, ready func() error, reconfig func() (*fs.SyncSettings, error)) (err error) {
 	log := e.log
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -324,6 +373,50 @@ func serveMount(ctx context.Context, e *env, cfg *mountConfig, ready func() erro
 			err = uerr
 		}
 	}()
+	fsys.SetSyncSettings(cfg.sync)
+	reloadSync := func() error {
+		if reconfig == nil {
+			return nil
+		}
+		set, err := reconfig()
+		if err != nil {
+			log.Error("config reload: sync settings kept as they were", "err", err)
+			return fmt.Errorf("config: %w", err)
+		}
+		fsys.SetSyncSettings(set)
+		log.Info("sync settings reloaded", "default", set.Default.Mode.String(), "accounts", len(set.Accounts))
+		return nil
+	}
+	if reconfig != nil {
+		reloadRoles := reload
+		reload = func(ctx context.Context) error {
+			var errs []error
+			if reloadRoles != nil {
+				errs = append(errs, reloadRoles(ctx))
+			}
+			errs = append(errs, reloadSync())
+			return errors.Join(errs...)
+		}
+		// SIGHUP re-reads the sync settings (the role map's Live reloads
+		// itself on SIGHUP too).
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		hctx, hcancel := context.WithCancel(ctx)
+		defer hcancel() // before wg.Wait: an early return must not wait on this goroutine
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-hctx.Done():
+					return
+				case <-hup:
+					reloadSync()
+				}
+			}
+		}()
+	}
 	ended := make(chan string, len(cfg.trees))
 	for _, t := range cfg.trees {
 		tr, err := fsys.Mount(t.name, t.backing, t.mountpoint)

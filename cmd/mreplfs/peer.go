@@ -49,7 +49,7 @@ var peerSettings = []mountSetting{
 	{"journal", "", "the local mount's journal directory (what the senders ship); 'none': no sender"},
 	{"state", "", "directory for the receiver's state (positions, content index, status.json)"},
 	{"tree", "", "NAME=BACKING[:MOUNTPOINT] of a tree the receiver applies to (repeat; names as the mount's)"},
-	{"control", "", "the local mount's control socket, told to forget applied paths (default JOURNAL/control.sock; 'none')"},
+	{"control", "", "the local mount's control socket, told to forget applied paths and what the partners applied (sync mode) (default JOURNAL/control.sock; 'none')"},
 	{"tls_cert", "", "this node's certificate (PEM)"},
 	{"tls_key", "", "this node's key (PEM)"},
 	{"tls_ca", "", "the CA that signs every node's certificate (PEM)"},
@@ -233,6 +233,12 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 			return fmt.Errorf("journal: %w", err)
 		}
 		defer closeJ()
+		var acks *ackPusher
+		if cfg.control != "" && cfg.control != "none" {
+			acks = newAckPusher(cfg.control, log)
+			wg.Add(1)
+			go func() { defer wg.Done(); acks.Run(ctx) }()
+		}
 		names := make([]string, 0, len(cfg.partners))
 		for n := range cfg.partners {
 			names = append(names, n)
@@ -253,6 +259,19 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 				Source:    &peer.JournalSource{Log: j, Consumer: "peer:" + n},
 				Accounts:  func() []peer.AccountEpoch { return mastersFor(cfg.roles, addr, log) },
 				KnownFile: knownFile(cfg.state, n), Progress: st.progress(n)}
+			if acks != nil {
+				s.OnAcked = acks.Note
+			}
+			if uf, ok := j.(interface{ UncleanAccounts() ([]string, error) }); ok {
+				s.Unclean = func() []string {
+					u, err := uf.UncleanAccounts()
+					if err != nil {
+						log.Warn("reading the journal's unclean accounts", "err", err)
+					}
+					return u
+				}
+				s.Verified = func(accounts []string, since time.Time) { verifiedUnclean(ctx, cfg.control, accounts, since, log) }
+			}
 			if len(cfg.trees) > 0 {
 				s.Trees, s.Walk = treeDirs(cfg.trees), accountWalker(cfg.trees, log)
 			} else {
@@ -388,6 +407,25 @@ func forgetApplied(ctx context.Context, sock string, touched map[string][]string
 			log.Warn("could not make the mount forget replicated paths (readers may see stale data until the kernel cache expires)", "tree", tree, "err", err)
 		}
 	}
+}
+
+// verifiedUnclean tells the mount that accounts were resynced in full after
+// its unclean stop (the resync began at since).
+func verifiedUnclean(ctx context.Context, sock string, accounts []string, since time.Time, log *slog.Logger) {
+	if sock == "" || sock == "none" {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rep, err := fs.ControlCall(cctx, sock, fs.ControlRequest{Cmd: "verified", Accounts: accounts, Since: since.UnixNano()})
+	if err == nil && !rep.OK {
+		err = errors.New(rep.Error)
+	}
+	if err != nil {
+		log.Warn("could not tell the mount that accounts were verified (they will be resynced again)", "accounts", accounts, "err", err)
+		return
+	}
+	log.Info("accounts verified after the mount's unclean stop", "accounts", accounts, "cleared", rep.Count)
 }
 
 // peerStatus is written to STATE/status.json.

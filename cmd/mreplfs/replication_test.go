@@ -37,7 +37,7 @@ var (
 )
 
 // mreplfsBinary builds the command once per test run.
-func mreplfsBinary(t *testing.T) string {
+func mreplfsBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "mreplfs-bin")

@@ -14,8 +14,10 @@ import (
 const statusSynopsis = `-control SOCKET [-reload | -forget-account ACCOUNT]
 
 Ask a running "mreplfs mount" (through its control socket, JOURNAL/control.sock
-by default) for its state and print it as JSON. -reload makes it reload the
-role map; -forget-account drops every kernel-cached name and page of an
+by default) for its state and print it as JSON: trees, and under "sync" the
+sync-mode counters and every account's appended and replica-applied positions
+and degraded state. -reload makes it reload the role map and the config
+file's sync_* settings; -forget-account drops every kernel-cached name and page of an
 account (after its files were changed in the backing tree).
 
 Exit status: 0 on success, 1 when the mount cannot be reached or refuses.`
@@ -23,7 +25,7 @@ Exit status: 0 on success, 1 when the mount cannot be reached or refuses.`
 func runStatus(ctx context.Context, e *env, args []string) error {
 	fl := newFlagSet(e, "status", statusSynopsis)
 	sock := fl.String("control", "", "the mount's control socket")
-	reload := fl.Bool("reload", false, "reload the role map")
+	reload := fl.Bool("reload", false, "reload the role map and the sync_* settings")
 	forget := fl.String("forget-account", "", "forget the cached paths of this account")
 	timeout := fl.Duration("timeout", 10*time.Second, "give up after this long")
 	if err := fl.Parse(args); err != nil {

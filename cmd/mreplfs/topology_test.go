@@ -23,6 +23,13 @@ import (
 // masters[i], replicating to server i+1 (a ring; two servers: crosswise).
 func newTestCluster(t *testing.T, masters [][]string) *cluster {
 	t.Helper()
+	return newTestClusterSetup(t, masters, nil)
+}
+
+// newTestClusterSetup is newTestCluster with setup run after the configs
+// are written and before anything starts.
+func newTestClusterSetup(t testing.TB, masters [][]string, setup func(c *cluster) error) *cluster {
+	t.Helper()
 	mounttest.RequireRoot(t)
 	if _, err := exec.LookPath("ip"); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -43,6 +50,11 @@ func newTestCluster(t *testing.T, masters [][]string) *cluster {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		if err := setup(c); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := c.start(ctx, 20*time.Second); err != nil {
 		t.Fatal(err)

@@ -101,6 +101,8 @@ type SenderStats struct {
 	ResyncBytes   atomic.Int64 // content bytes sent by value by a resync
 	Acked         atomic.Uint64
 	Connected     atomic.Bool
+	Batches       atomic.Int64 // batch frames sent
+	Durables      atomic.Int64 // Durable messages received (one per applied batch, version 2)
 }
 
 func (s *Sender) logger() *slog.Logger {
@@ -469,6 +471,7 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 					if err := c.send(MsgBatch, MarshalBatch(out[start:i+1])); err != nil {
 						return fmt.Errorf("send batch: %w", err)
 					}
+					c.s.Stats.Batches.Add(1)
 					start, size = i+1, 0
 				}
 			}
@@ -627,6 +630,7 @@ func (c *sconn) readLoop(ctx context.Context, br *bufio.Reader) {
 			}
 		case MsgDurable:
 			// Sync mode only: the consumer position moves on the Ack.
+			c.s.Stats.Durables.Add(1)
 			d, err := UnmarshalDurable(body)
 			if err != nil {
 				fail(err)

@@ -477,6 +477,8 @@ type senderStatus struct {
 	Resyncs       int64                `json:"accounts_resynced"`
 	ResyncFiles   int64                `json:"resync_files_sent"`
 	ResyncBytes   int64                `json:"resync_bytes_sent"`
+	Batches       int64                `json:"batches_sent"`
+	Durables      int64                `json:"durables_received"`
 }
 
 func (st *peerStatus) write(dir string, senders []*peer.Sender, a *peer.DirApplier, log interface{ Warn(string, ...any) }) {
@@ -494,7 +496,8 @@ func (st *peerStatus) write(dir string, senders []*peer.Sender, a *peer.DirAppli
 		st.Senders = append(st.Senders, senderStatus{Resync: rp, Partner: s.Partner, Addr: s.Addr, Connected: s.Stats.Connected.Load(),
 			Acked: s.Stats.Acked.Load(), Records: s.Stats.Records.Load(), BytesOnWire: s.Stats.BytesOnWire.Load(),
 			BodiesByValue: s.Stats.BodiesByValue.Load(), BodiesByRef: s.Stats.BodiesByRef.Load(), Connects: s.Stats.Connects.Load(),
-			Resyncs: s.Stats.Resyncs.Load(), ResyncFiles: s.Stats.ResyncFiles.Load(), ResyncBytes: s.Stats.ResyncBytes.Load()})
+			Resyncs: s.Stats.Resyncs.Load(), ResyncFiles: s.Stats.ResyncFiles.Load(), ResyncBytes: s.Stats.ResyncBytes.Load(),
+			Batches: s.Stats.Batches.Load(), Durables: s.Stats.Durables.Load()})
 	}
 	if a != nil {
 		if pos, err := a.Positions(); err == nil {

@@ -226,6 +226,37 @@ func TestSyncModeTimeoutPolicies(t *testing.T) {
 	if st.Sync.Waits == 0 || st.Sync.Timeouts != 0 {
 		t.Fatalf("with the link up: %+v; want sync waits and no timeout", st.Sync)
 	}
+	// Group commit: 16 deliveries at once share round trips.
+	durables := func() int64 {
+		var n int64
+		for _, snd := range a.status().Senders {
+			n += snd.Durables
+		}
+		return n
+	}
+	time.Sleep(time.Second) // status.json is written every 500 ms
+	w0, d0 := st.Sync.Waits, durables()
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := deliver("alice", 100+i); err != nil {
+				t.Errorf("concurrent sync delivery: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	time.Sleep(time.Second)
+	st, err = a.mountStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waits, rounds := st.Sync.Waits-w0, durables()-d0
+	t.Logf("16 concurrent sync deliveries: %d fsyncs waited, %d replica round trips", waits, rounds)
+	if rounds == 0 || rounds >= waits {
+		t.Fatalf("16 concurrent sync deliveries: %d fsyncs waited on %d replica round trips; want fewer round trips than waits", waits, rounds)
+	}
 
 	if err := c.setLink(ctx, a, false); err != nil {
 		t.Fatal(err)

@@ -277,8 +277,11 @@ func TestSyncModeTimeoutPolicies(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	start = time.Now()
-	for i := range 5 { // erin is async throughout
+	before, err := a.mountStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 { // erin is async throughout: her fsyncs never wait
 		if err := deliver("erin", i); err != nil {
 			t.Fatal(err)
 		}
@@ -286,6 +289,9 @@ func TestSyncModeTimeoutPolicies(t *testing.T) {
 	st, err = a.mountStatus(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if st.Sync.Waits != before.Sync.Waits {
+		t.Fatalf("async deliveries for erin waited for the replica (waits %d → %d)", before.Sync.Waits, st.Sync.Waits)
 	}
 	carol := accountSync(st, "carol")
 	if !carol.Degraded || st.Sync.Degrades != 1 || st.Sync.Refusals == 0 {

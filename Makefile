@@ -62,3 +62,13 @@ lint:
 
 clean:
 	rm -rf bin
+
+# mreplfs against real DRBD 8.4, both inside the same two User-Mode Linux
+# guests (root; downloads its Debian packages, see bench/drbd/doc.go).
+# Results: bench/drbd/results/. SMOKE=1: one short round (CI), results in the
+# work directory.
+ROUNDS ?= 3
+FILES  ?= 2000
+.PHONY: bench-drbd
+bench-drbd:
+	$(GO) run ./bench/drbd -rounds $(ROUNDS) -files $(FILES) $(if $(SMOKE),-smoke)

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"fmt"
+	"os"
 	"path"
 	"strings"
 	"syscall"
@@ -27,8 +28,30 @@ func (f *FS) Forget(tree string, paths []string) (int, error) {
 			return n, fmt.Errorf("fs: forget: bad path %q", p)
 		}
 		n += t.forgetPath(rel)
+		if path.Base(rel) == "cyrus.header" {
+			f.learnHeader(t, rel)
+		}
 	}
 	return n, nil
+}
+
+// learnHeader hands a cyrus.header the receiver put in place to the
+// classifier: it names the owner of a uuid mailbox the mount has not seen
+// created. Without it a replica account's new mailbox would stay pending
+// here, and pending paths are writable: a misrouted delivery would be
+// accepted and diverge the replica instead of being refused.
+func (f *FS) learnHeader(t *Tree, rel string) {
+	id := f.classify.Classify(classPath(t.Name, path.Dir(rel))).MailboxID
+	if id == "" {
+		return
+	}
+	hdr, err := os.ReadFile(t.backing(rel))
+	if err != nil {
+		return // removed again: nothing to learn
+	}
+	if err := f.classify.NoteHeader(id, hdr); err != nil {
+		f.log.Warn("classifier refused a replicated cyrus.header", "tree", t.Name, "path", rel, "err", err)
+	}
 }
 
 // ForgetAccount forgets every path of account the kernel knows, in every

@@ -112,3 +112,26 @@ func TestForgetAccount(t *testing.T) {
 		t.Errorf("after ForgetAccount: %q, want bbbb", buf)
 	}
 }
+
+// TestForgetLearnsReplicatedHeader: a mailbox the receiver made in the
+// backing tree (the mount never saw it created) is pending — writable —
+// until the receiver's forget of its cyrus.header names the owner; then a
+// local write into it (a misrouted delivery) is refused.
+func TestForgetLearnsReplicatedHeader(t *testing.T) {
+	e := mounttest.Mount(t, mounttest.Options{})
+	e.Roles.Set("rob", rolemap.Replica)
+	bdir := filepath.Join(e.Backing, "pend/id3")
+	must(t, os.MkdirAll(bdir, 0o755))
+	must(t, os.WriteFile(bdir+"/cyrus.index", make([]byte, 160), 0o600))
+	must(t, os.WriteFile(bdir+"/cyrus.header", []byte("owner=rob\n"), 0o600))
+	if _, err := e.FS.Forget("spool", []string{"pend/id3", "pend/id3/cyrus.index", "pend/id3/cyrus.header"}); err != nil {
+		t.Fatal(err)
+	}
+	err := os.WriteFile(filepath.Join(e.Mnt, "pend/id3/1."), []byte("x"), 0o600)
+	if !errorsIs(err, unix.EROFS) {
+		t.Fatalf("write into a replicated replica mailbox: %v, want EROFS", err)
+	}
+	if _, err := os.Stat(bdir + "/1."); !os.IsNotExist(err) {
+		t.Fatal("the refused write reached the backing tree")
+	}
+}

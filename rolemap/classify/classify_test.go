@@ -219,6 +219,8 @@ func classifyCases() []tc {
 		// per-user dbs, legacy naming (legacy layout; uuid users without INBOX)
 		{"conf/user/a/alice.seen", r(UserDB, "alice", "", "alice.seen")},
 		{"conf/user/a/alice.sub", r(UserDB, "alice", "", "alice.sub")},
+		{"conf/user/j/john.doe.mreplfs-annotations", r(UserDB, "john.doe", "", "john.doe.mreplfs-annotations")},
+		{"conf/user/a/alice.mreplfs-annotations.NEW", r(UserDB, "alice", "", "alice.mreplfs-annotations.NEW")},
 		{"conf/user/a/alice.sub.NEW", r(UserDB, "alice", "", "alice.sub.NEW")},
 		{"conf/user/a/alice.conversations", r(UserDB, "alice", "", "alice.conversations")},
 		{"conf/user/a/alice.counters", r(UserDB, "alice", "", "alice.counters")},

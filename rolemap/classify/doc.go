@@ -14,7 +14,7 @@
 //	            [domain/[<d1>/]<dom>/][<h>/][DELETED/]user/<local>[/<folder>...][/<file>]   Mailbox (legacy)
 //	            [domain/[<d1>/]<dom>/][<h>/][DELETED/]<top>[/...]  Mailbox of shared folders: "%<top>"
 //	            stage./...                                       Stage
-//	conf        user/<h>/<user>.{seen,sub,conversations,counters,dav,mboxkey,...}[.NEW]    UserDB
+//	conf        user/<h>/<user>.{seen,sub,conversations,counters,dav,mboxkey,...,mreplfs-annotations}[.NEW]    UserDB
 //	            domain/<d1>/<dom>/user/<h>/<local>.<db>          UserDB local@dom
 //	            user/uuid/<c1>/<c2>/<inbox id>[/<db>.db[.NEW]]   UserDB, owner of the INBOX id (else Pending)
 //	            [domain/<d1>/<dom>/]quota/<h>/<root>[.NEW]       Quota, account of the quota root

@@ -190,9 +190,10 @@ func (c *Classifier) confAccountDir(p cursor, domain string) Result {
 	return Result{Kind: UserDB, Account: joinAccount("", user, domain), File: name}
 }
 
-// userDBSuffixes are the per-user files of configdirectory/user/<h>/.
+// userDBSuffixes are the per-user files of configdirectory/user/<h>/, and
+// mreplfs's own per-account annotations sidecar (rolemap/cyruscat).
 var userDBSuffixes = [...]string{"seen", "sub", "conversations", "counters", "dav",
-	"mboxkey", "xapianactive", "sieve", "jmap"}
+	"mboxkey", "xapianactive", "sieve", "jmap", "mreplfs-annotations"}
 
 // userFileOwner returns the user of a legacy per-user file name
 // ("john.doe.sub", "alice.seen.NEW", "alice.dav-journal").

@@ -1,0 +1,4 @@
+package cyruscat
+
+// DirectRecords exposes directRecords to the tests.
+var DirectRecords = directRecords

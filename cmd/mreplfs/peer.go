@@ -55,6 +55,11 @@ var peerSettings = []mountSetting{
 	{"tls_ca", "", "the CA that signs every node's certificate (PEM)"},
 	{"window", "8192", "records sent and not yet acknowledged, at most, per partner"},
 	{"rolemap_poll", "1s", "how often the role map file is checked for a change"},
+	{"cyrus_conf", "", "this server's Cyrus imapd.conf: keep replica accounts registered in its mailboxes.db and carry annotations (empty: off)"},
+	{"cyrus_bin", "/usr/lib/cyrus/bin", "where the Cyrus tools (reconstruct, cyr_dbtool) are"},
+	{"cyrus_user", "", "the user the Cyrus tools run as (default: imapd.conf's cyrus_user, else cyrus)"},
+	{"register_delay", "300ms", "a replica account is registered this long after the last batch that changed one of its cyrus.header files"},
+	{"annotations_poll", "1s", "how often annotations.db is checked for changes to export to the master accounts' sidecars (0: never)"},
 }
 
 type peerConfig struct {
@@ -64,6 +69,8 @@ type peerConfig struct {
 	tls                                          peer.TLSFiles
 	window                                       int
 	rolemapPoll                                  time.Duration
+	cyrusConf, cyrusBin, cyrusUser               string
+	registerDelay, annotationsPoll               time.Duration
 }
 
 // readKeyValues parses a Cyrus-style config file ("key: value" lines, '#'
@@ -159,6 +166,15 @@ func buildPeerConfig(vals map[string][]string) (*peerConfig, error) {
 		errs = append(errs, "rolemap_poll: "+err.Error())
 	}
 	c.rolemapPoll = d
+	c.cyrusConf, c.cyrusBin, c.cyrusUser = get("cyrus_conf"), get("cyrus_bin"), get("cyrus_user")
+	for _, x := range []struct {
+		key string
+		to  *time.Duration
+	}{{"register_delay", &c.registerDelay}, {"annotations_poll", &c.annotationsPoll}} {
+		if *x.to, err = time.ParseDuration(get(x.key)); err != nil {
+			errs = append(errs, x.key+": "+err.Error())
+		}
+	}
 	if len(errs) > 0 {
 		return nil, usagef("%s", strings.Join(errs, "; "))
 	}
@@ -226,6 +242,16 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 	}
 
 	st := &peerStatus{Node: cfg.node, Started: time.Now()}
+	var keeper *catalogueKeeper
+	if cfg.cyrusConf != "" {
+		if keeper, err = newCatalogueKeeper(cfg, live, log); err != nil {
+			return fmt.Errorf("cyrus catalogue: %w", err)
+		}
+		st.keeper = keeper
+		wg.Add(2)
+		go func() { defer wg.Done(); keeper.run(ctx) }()
+		go func() { defer wg.Done(); keeper.export(ctx) }()
+	}
 	var senders []*peer.Sender
 	if cfg.journal != "none" {
 		j, closeJ, err := openJournalFollower(cfg.journal, log)
@@ -304,6 +330,9 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 						noteHeader(cc, trees[r.Tree], r.Tree, p, log)
 					}
 				}
+				if keeper != nil {
+					keeper.observe(r)
+				}
 			}})
 		if err != nil {
 			return err
@@ -318,7 +347,12 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 			return fmt.Errorf("listen: %w", err)
 		}
 		recv := &peer.Receiver{Node: cfg.node, Applier: applier, Roles: live, Partners: cfg.partners, TLS: srv, Logger: log,
-			OnApplied: func(touched map[string][]string) { forgetApplied(ctx, cfg.control, touched, log) }}
+			OnApplied: func(touched map[string][]string) {
+				forgetApplied(ctx, cfg.control, touched, log)
+				if keeper != nil {
+					keeper.applied(touched, resolver(cc, trees))
+				}
+			}}
 		wg.Add(1)
 		go func() { defer wg.Done(); recv.Serve(ctx, ln) }()
 		log.Info("receiver listening", "addr", ln.Addr().String())
@@ -435,8 +469,10 @@ type peerStatus struct {
 	Updated  time.Time                  `json:"updated"`
 	Senders  []senderStatus             `json:"senders"`
 	Accounts map[string]peer.AccountPos `json:"replicated_accounts,omitempty"`
+	Cyrus    *catalogueStats            `json:"cyrus_catalogue,omitempty"`
 
 	resync *resyncTracker
+	keeper *catalogueKeeper
 }
 
 // resyncTracker holds each partner's resync under way.
@@ -483,6 +519,7 @@ type senderStatus struct {
 
 func (st *peerStatus) write(dir string, senders []*peer.Sender, a *peer.DirApplier, log interface{ Warn(string, ...any) }) {
 	st.Updated = time.Now()
+	st.Cyrus = st.keeper.snapshot()
 	st.Senders = st.Senders[:0]
 	for _, s := range senders {
 		var rp *peer.ResyncProgress

@@ -29,8 +29,8 @@ unmount-stale:
 		umount -l "$$m" || true; done
 	@if mountpoint -q /sys/fs/fuse/connections 2>/dev/null && [ -z "$$(ls /sys/fs/fuse/connections)" ]; then \
 		umount /sys/fs/fuse/connections || true; fi
-	@# Network namespaces of multi-server tests that were killed (mrt<n>-…).
-	@for ns in $$(ip netns list 2>/dev/null | awk '$$1 ~ /^mrt[0-9]+-/ {print $$1}'); do \
+	@# Network namespaces of multi-server tests that were killed (mrt<n>-…, mre<n>-…).
+	@for ns in $$(ip netns list 2>/dev/null | awk '$$1 ~ /^mr[te][0-9]+-/ {print $$1}'); do \
 		echo "removing stale namespace $$ns"; ip netns del "$$ns" || true; done
 
 # -timeout: a hang gives a backtrace; -p 1: one package at a time (mount tests

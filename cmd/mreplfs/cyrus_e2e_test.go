@@ -50,7 +50,7 @@ func e2eAccounts() (all []string, masters [][]string) {
 // newCyrusServers builds the two-server cluster, mounts every tree, starts
 // a Cyrus on each server's mounts and then the peers, whose config names the
 // local Cyrus (replica registration, annotations sidecars).
-func newCyrusServers(t *testing.T) *cyrusServers {
+func newCyrusServers(t testing.TB) *cyrusServers {
 	t.Helper()
 	mounttest.RequireRoot(t)
 	cyrustest.RequireCyrus(t)
@@ -121,7 +121,7 @@ func imapSteps(c *cyrustest.IMAPClient, cmds ...string) error {
 
 // provision creates every account on its master: INBOX, Sent (SPECIAL-USE
 // \Sent), Drafts (\Drafts), Archive, a quota, subscriptions.
-func (cs *cyrusServers) provision(t *testing.T) {
+func (cs *cyrusServers) provision(t testing.TB) {
 	t.Helper()
 	all, _ := e2eAccounts()
 	for i, in := range cs.cyrus {
@@ -153,7 +153,7 @@ func (cs *cyrusServers) provision(t *testing.T) {
 
 // waitTrees waits until every replica account's files equal its master's
 // and returns how long that took.
-func (cs *cyrusServers) waitTrees(t *testing.T, timeout time.Duration) time.Duration {
+func (cs *cyrusServers) waitTrees(t testing.TB, timeout time.Duration) time.Duration {
 	t.Helper()
 	all, _ := e2eAccounts()
 	start := time.Now()
@@ -201,7 +201,8 @@ type loadStats struct {
 // 20th 1 MB). It returns the first error.
 func (cs *cyrusServers) deliverLoad(ctx context.Context, i, n int, seed int64, st *loadStats) error {
 	in := cs.cyrus[i]
-	masters := cs.c.servers[i].masters
+	_, all := e2eAccounts()
+	masters := all[i]
 	rnd := rand.New(rand.NewSource(seed))
 	c, err := cyrustest.DialLMTP(ctx, in.LMTPAddr)
 	if err != nil {

@@ -64,7 +64,7 @@ func main() {
 	}
 	fl := flag.NewFlagSet("drbd", flag.ExitOnError)
 	rounds := fl.Int("rounds", 3, "rounds; each runs every workload on every configuration, interleaved")
-	files := fl.Int("files", 2000, "plain workload: files per run (cyrus: files/4 deliveries to 1 mailbox, files/20 to 10)")
+	files := fl.Int("files", 2000, "plain workload: files per run (cyrus: files/4 deliveries to 1 mailbox, files/40 to 10)")
 	smoke := fl.Bool("smoke", false, "one short round (CI): -rounds 1 -files 40, results in the work directory")
 	work := fl.String("work", filepath.Join(os.TempDir(), "mreplfs-bench-drbd"), "work directory (package cache, scratch)")
 	out := fl.String("out", "bench/drbd/results", "results directory (results.md, chart.svg, raw.jsonl)")
@@ -75,7 +75,15 @@ func main() {
 	kick := fl.Bool("kick", true, "guest b pings a at 100 Hz during runs (UML otherwise leaves packets unprocessed for ~200 ms, REPORT.md gotcha 5)")
 	shell := fl.Bool("shell", false, "debugging: boot the guests, then run 'a CMD' / 'b CMD' lines from stdin")
 	keep := fl.Bool("keep", false, "keep the scratch directory (images, unpacked packages, guest logs)")
+	report := fl.String("report", "", "only rewrite results.md and chart.svg of this results directory from its raw.jsonl and meta.json")
 	fl.Parse(os.Args[1:])
+	if *report != "" {
+		if err := rewriteReport(*report); err != nil {
+			log.Error("report", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *smoke {
 		*rounds, *files = 1, 40
 		if !isFlagSet(fl, "out") {
@@ -114,7 +122,7 @@ func workloadSpecs(names string, files int) ([]wlSpec, error) {
 		case "cyrus1":
 			out = append(out, wlSpec{Name: n, Mode: "cyrus", N: max(files/4, 1), Rcpt: 1})
 		case "cyrus10":
-			out = append(out, wlSpec{Name: n, Mode: "cyrus", N: max(files/20, 1), Rcpt: 10})
+			out = append(out, wlSpec{Name: n, Mode: "cyrus", N: max(files/40, 1), Rcpt: 10})
 		default:
 			return nil, fmt.Errorf("unknown workload %q (plain, cyrus1, cyrus10)", n)
 		}
@@ -233,7 +241,11 @@ func outer(ctx context.Context, log *slog.Logger, o outerOpts) (err error) {
 		return err
 	}
 	meta := reportMeta{Rounds: o.rounds, Files: o.files, Workloads: wls, Configs: cfgs, Host: hostInfo(),
-		Kernel: a.kver, Wall: time.Since(start), Kick: o.kick, Smoke: o.smoke, Envs: envs, SyncMissing: !hasSync && contains(cfgs, "mreplfs-sync")}
+		Kernel: a.kver, Wall: time.Since(start), Kick: o.kick, Smoke: o.smoke, Envs: envs, Date: start, SyncMissing: !hasSync && contains(cfgs, "mreplfs-sync")}
+	mb, _ := json.MarshalIndent(meta, "", "  ")
+	if err := os.WriteFile(filepath.Join(o.out, "meta.json"), mb, 0o644); err != nil {
+		return err
+	}
 	if err := writeReport(o.out, recs, meta); err != nil {
 		return err
 	}

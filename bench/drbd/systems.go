@@ -30,15 +30,19 @@ type record struct {
 	ProcTicks      int64               `json:"mreplfs_ticks"` // the mreplfs processes of a and b, USER_HZ
 	// mreplfs: lag of each delivery (its last file on b's backing tree after
 	// its completion on a), and of the last one after the workload ended.
-	LagP50ms   float64 `json:"lag_p50_ms,omitempty"`
-	LagP99ms   float64 `json:"lag_p99_ms,omitempty"`
-	LagMaxms   float64 `json:"lag_max_ms,omitempty"`
-	CatchUpms  float64 `json:"catch_up_ms,omitempty"`
-	ClockErrms float64 `json:"clock_err_ms,omitempty"`
-	Check      string  `json:"check"` // ok, failed: …, or "-" (nothing to check)
-	Digest     string  `json:"digest"`
-	HostLoad   string  `json:"host_load"`
-	WallS      float64 `json:"wall_s"`
+	LagP50ms  float64 `json:"lag_p50_ms,omitempty"`
+	LagP99ms  float64 `json:"lag_p99_ms,omitempty"`
+	LagMaxms  float64 `json:"lag_max_ms,omitempty"`
+	CatchUpms float64 `json:"catch_up_ms,omitempty"`
+	// mreplfs sync: fsyncs that waited for the replica, and ack timeouts or
+	// degrades to async (non-zero: the row was partly async).
+	SyncWaits    int64   `json:"sync_waits,omitempty"`
+	SyncDegrades int64   `json:"sync_degrades,omitempty"`
+	ClockErrms   float64 `json:"clock_err_ms,omitempty"`
+	Check        string  `json:"check"` // ok, failed: …, or "-" (nothing to check)
+	Digest       string  `json:"digest"`
+	HostLoad     string  `json:"host_load"`
+	WallS        float64 `json:"wall_s"`
 }
 
 // loadResult is load's RESULT line.
@@ -204,6 +208,23 @@ func (h *harness) runOne(ctx context.Context, round, wi int, wl wlSpec, cfg stri
 		if _, err := b.run(ctx, 30*time.Minute, `for i in $(seq 12000); do tail -n1 /tmp/watch.out 2>/dev/null | grep -qE "^(END|TIMEOUT)" && break; sleep 0.05; done; tail -n1 /tmp/watch.out | grep -q "^END" || { tail -n3 /tmp/watch.out /tmp/watch.log /tmp/peer.log; false; }`); err != nil {
 			return rec, err
 		}
+	}
+	if cfg == "mreplfs-sync" {
+		out, err := a.run(ctx, T, "mreplfs status -control "+gPlain+"/journal/control.sock")
+		if err != nil {
+			return rec, err
+		}
+		var st struct {
+			Status struct {
+				Sync struct {
+					Waits, Timeouts, Degrades int64
+				} `json:"sync"`
+			} `json:"status"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return rec, fmt.Errorf("mreplfs status: %w: %s", err, out)
+		}
+		rec.SyncWaits, rec.SyncDegrades = st.Status.Sync.Waits, st.Status.Sync.Degrades+st.Status.Sync.Timeouts
 	}
 	if rec.A1, err = h.stat(ctx, a, false); err != nil {
 		return rec, err

@@ -16,6 +16,10 @@ var configColor = map[string]string{
 	"mreplfs-sync":      "#3d5a80",
 }
 
+// configShort names the configurations in the legend.
+var configShort = map[string]string{"plain": "plain ext4", "drbd-A": "DRBD protocol A", "drbd-C": "DRBD protocol C",
+	"mreplfs-nojournal": "mreplfs, no journal (FUSE only)", "mreplfs-async": "mreplfs async", "mreplfs-sync": "mreplfs sync"}
+
 // chart draws two grouped bar panels as SVG: throughput as a multiple of
 // plain ext4 (median of per-round ratios, whiskers: range), and bytes on
 // the replication link per payload byte.
@@ -25,7 +29,7 @@ func chart(byEnv map[string][][]summary, m reportMeta) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", W, H, W, H)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
-	title := fmt.Sprintf("mreplfs vs DRBD 8.4 in two UML guests — %d round(s), medians", m.Rounds)
+	title := fmt.Sprintf("mreplfs vs DRBD 8.4 — %d round(s), medians", m.Rounds)
 	if m.Smoke {
 		title += " — SMOKE RUN, not a measurement"
 	}
@@ -104,8 +108,8 @@ func chart(byEnv map[string][][]summary, m reportMeta) string {
 	x := 60
 	for _, c := range m.Configs {
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`, x, H-28, configColor[c])
-		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+16, H-18, html.EscapeString(configLabel[c]))
-		x += 30 + 7*len(configLabel[c])
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+16, H-18, html.EscapeString(configShort[c]))
+		x += 30 + 7*len(configShort[c])
 	}
 	b.WriteString("</svg>\n")
 	return b.String()

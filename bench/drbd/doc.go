@@ -28,7 +28,19 @@
 //     peer on a, receiving peer on b). Each run starts on a fresh ext4; every
 //     replicated run is verified afterwards (DRBD: b promoted after a demoted;
 //     mreplfs: b's backing trees), with one digest over every file.
-//  4. report.go, chart.go: medians and ranges per configuration and workload,
-//     ratios to plain, wire bytes per payload byte, guest CPU per delivery,
-//     replication lag — results.md, chart.svg and raw.jsonl in -out.
+//     A diagnostic row, mreplfs without a journal (the mount alone), shows
+//     what FUSE costs there before any replication.
+//  4. hostnode.go: the fallback environment (-envs host, on by default): the
+//     same workloads and mreplfs configurations without UML, each node a
+//     shell (hostnode.sh) in its own network and mount namespaces on the
+//     host, linked by a veth pair, against a plain directory of the host's
+//     disk. DRBD cannot run there; each system is compared with its own
+//     plain baseline.
+//  5. report.go, chart.go: medians and ranges per configuration and workload,
+//     ratios to plain, wire bytes per payload byte, CPU per delivery,
+//     replication lag — results.md, chart.svg, raw.jsonl and meta.json in
+//     -out. -report DIR rewrites results.md and chart.svg from those.
+//
+// -shell boots the guests and runs "a CMD" / "b CMD" lines from stdin (for
+// debugging); BENCH_DEBUG=1 logs every guest command slower than 3 s.
 package main

@@ -227,21 +227,20 @@ func outer(ctx context.Context, log *slog.Logger, o outerOpts) (err error) {
 	if err := os.WriteFile(planPath, pb, 0o644); err != nil {
 		return err
 	}
-	if err := runInner(ctx, planPath); err != nil {
-		return err
-	}
+	innerErr := runInner(ctx, planPath)
 	if o.shell {
-		return nil
+		return innerErr
 	}
 	recs, err := readRaw(p.Raw)
-	if err != nil {
-		return err
+	if err != nil || len(recs) == 0 {
+		return errors.Join(innerErr, err)
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
 	}
 	meta := reportMeta{Rounds: o.rounds, Files: o.files, Workloads: wls, Configs: cfgs, Host: hostInfo(),
-		Kernel: a.kver, Wall: time.Since(start), Kick: o.kick, Smoke: o.smoke, Envs: envs, Date: start, SyncMissing: !hasSync && contains(cfgs, "mreplfs-sync")}
+		Kernel: a.kver, Wall: time.Since(start), Kick: o.kick, Smoke: o.smoke, Envs: envs, Date: start,
+		Incomplete: errString(innerErr), SyncMissing: !hasSync && contains(cfgs, "mreplfs-sync")}
 	mb, _ := json.MarshalIndent(meta, "", "  ")
 	if err := os.WriteFile(filepath.Join(o.out, "meta.json"), mb, 0o644); err != nil {
 		return err
@@ -254,6 +253,9 @@ func outer(ctx context.Context, log *slog.Logger, o outerOpts) (err error) {
 		return err
 	}
 	log.Info("results written", "dir", o.out, "wall", time.Since(start).Round(time.Second))
+	if innerErr != nil {
+		return fmt.Errorf("incomplete results (%d runs): %w", len(recs), innerErr)
+	}
 	if bad := failedChecks(recs); len(bad) > 0 {
 		return fmt.Errorf("replication checks failed: %s", strings.Join(bad, "; "))
 	}
@@ -296,6 +298,13 @@ func runInner(ctx context.Context, planPath string) error {
 		}
 		return ctx.Err()
 	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func contains(l []string, s string) bool {

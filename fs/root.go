@@ -14,6 +14,7 @@ import (
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // Options configure a filesystem (one set of trees served by one process).
@@ -109,6 +110,7 @@ type Tree struct {
 	root   *Node
 	server *fuse.Server
 	done   chan struct{} // closed when the serve loop has ended
+	conn   uint32        // the FUSE connection's id (the mount's device minor), 0 if unknown
 
 	mu        sync.Mutex
 	unmounted bool
@@ -169,6 +171,10 @@ func (f *FS) Mount(name, backing, mountpoint string) (*Tree, error) {
 		return nil, fmt.Errorf("fs: mount %s on %s: %w", name, mountpoint, err)
 	}
 	t.server = server
+	var mst syscall.Stat_t
+	if syscall.Stat(mountpoint, &mst) == nil {
+		t.conn = unix.Minor(uint64(mst.Dev))
+	}
 	t.done = make(chan struct{})
 	go func() { server.Wait(); close(t.done) }()
 	f.treesMu.Lock()
@@ -215,7 +221,24 @@ func (t *Tree) Unmount() error {
 	select {
 	case <-t.done: // unmounted from outside (umount, umount -l)
 	default:
-		if err := t.server.Unmount(); err != nil {
+		uerr := make(chan error, 1)
+		go func() { uerr <- t.server.Unmount() }()
+		var err error
+		select {
+		case err = <-uerr:
+		case <-time.After(unmountGrace):
+			// Unmounted here, yet the kernel keeps the connection: a copy
+			// of the mount in another mount namespace (a process that
+			// unshared its mounts while we were mounted) holds it, and the
+			// serve loop would wait forever. End the connection.
+			t.fs.log.Warn("unmount: the FUSE connection is still held elsewhere (a copy of the mount in another mount namespace?); aborting it",
+				"tree", t.Name, "mountpoint", t.Mountpoint, "connection", t.conn)
+			if aerr := abortConnection(t.conn); aerr != nil {
+				return fmt.Errorf("fs: unmount %s: connection still held and not aborted: %w", t.Mountpoint, aerr)
+			}
+			err = <-uerr
+		}
+		if err != nil {
 			return fmt.Errorf("fs: unmount %s: %w", t.Mountpoint, err)
 		}
 		<-t.done
@@ -296,4 +319,28 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	}
 	w.l.Debug(msg, "src", "go-fuse")
 	return len(p), nil
+}
+
+// unmountGrace is how long Unmount waits for the kernel to end the FUSE
+// connection before aborting it.
+const unmountGrace = 5 * time.Second
+
+// abortConnection ends FUSE connection id through fusectl (mounting it at
+// /sys/fs/fuse/connections if needed): every request on it, in every mount
+// namespace, then fails with ENOTCONN.
+func abortConnection(id uint32) error {
+	if id == 0 {
+		return errors.New("fs: FUSE connection id unknown")
+	}
+	const ctl = "/sys/fs/fuse/connections"
+	p := fmt.Sprintf("%s/%d/abort", ctl, id)
+	if _, err := os.Stat(p); err != nil {
+		if merr := unix.Mount("fusectl", ctl, "fusectl", 0, ""); merr != nil && !errors.Is(merr, unix.EBUSY) {
+			return fmt.Errorf("fs: mount fusectl: %w", merr)
+		}
+	}
+	if err := os.WriteFile(p, []byte("1"), 0); err != nil {
+		return fmt.Errorf("fs: abort FUSE connection %d: %w", id, err)
+	}
+	return nil
 }

@@ -462,7 +462,13 @@ func stopProcess(cmd *exec.Cmd, wait time.Duration) {
 	select {
 	case <-done:
 	case <-time.After(wait):
-		cmd.Process.Kill()
-		<-done
+		// Stuck: a goroutine dump into its log (Go's SIGQUIT), then kill.
+		cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
 	}
 }

@@ -17,14 +17,15 @@ import (
 // BenchmarkCyrusDeliveries runs the end-to-end suite's delivery load (both
 // servers at once, two LMTP connections each, 1 and 3 recipients, 1 KB–1 MB)
 // against two native Cyrus servers and against the two-server mreplfs
-// cluster, and reports recipient deliveries per second. On mreplfs it also
+// cluster (mreplfs-nopeer: the mounts without their peers, so nothing
+// replicates), and reports recipient deliveries per second. On mreplfs it also
 // probes replication lag under that load: a message delivered to
 // alice+Probe on her master, until STATUS on her replica server shows it.
 // Each iteration is one load of 40 transactions per connection:
 //
 //	go test -run '^$' -bench CyrusDeliveries -benchtime 1x ./cmd/mreplfs/
 func BenchmarkCyrusDeliveries(b *testing.B) {
-	for _, mode := range []string{"native", "mreplfs"} {
+	for _, mode := range []string{"native", "mreplfs-nopeer", "mreplfs"} {
 		b.Run(mode, func(b *testing.B) {
 			var cs *cyrusServers
 			if mode == "native" {
@@ -39,7 +40,7 @@ func BenchmarkCyrusDeliveries(b *testing.B) {
 						cyrustest.Options{Meta: true}))
 				}
 			} else {
-				cs = newCyrusServers(b)
+				cs = newCyrusServersPeers(b, mode == "mreplfs")
 			}
 			cs.provision(b)
 			adm := cs.cyrus[0].IMAP(b, cyrustest.Admin)

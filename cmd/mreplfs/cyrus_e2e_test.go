@@ -50,7 +50,11 @@ func e2eAccounts() (all []string, masters [][]string) {
 // newCyrusServers builds the two-server cluster, mounts every tree, starts
 // a Cyrus on each server's mounts and then the peers, whose config names the
 // local Cyrus (replica registration, annotations sidecars).
-func newCyrusServers(t testing.TB) *cyrusServers {
+func newCyrusServers(t testing.TB) *cyrusServers { return newCyrusServersPeers(t, true) }
+
+// newCyrusServersPeers is newCyrusServers, with the peers started or not
+// (without them nothing replicates: the mounts' cost alone).
+func newCyrusServersPeers(t testing.TB, peers bool) *cyrusServers {
 	t.Helper()
 	mounttest.RequireRoot(t)
 	cyrustest.RequireCyrus(t)
@@ -97,6 +101,9 @@ func newCyrusServers(t testing.TB) *cyrusServers {
 		}
 		fmt.Fprintf(f, "cyrus_conf: %s\nregister_delay: 200ms\nannotations_poll: 250ms\n", in.Conf)
 		f.Close()
+	}
+	if !peers {
+		return cs
 	}
 	for _, s := range c.servers {
 		if err := c.startPeer(s); err != nil {

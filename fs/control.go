@@ -29,6 +29,9 @@ const ControlVersion = 1
 //	{"v":1,"cmd":"acked","positions":{"alice":42,...}}          the replica applied (from the peer)
 //	{"v":1,"cmd":"positions","account":"alice"}                 last appended and applied LSN
 //	{"v":1,"cmd":"verified","accounts":["alice"],"since":N}     resynced after an unclean stop
+//	{"v":1,"cmd":"freeze","account":"alice","idle_ms":500,"timeout_ms":10000}
+//	                      freeze an inactive account (freeze.go); reply lsn, durable
+//	{"v":1,"cmd":"unfreeze","account":"alice"}                   reply count 1 if it was frozen
 //
 // "acked" is sent by the peer process on every Ack, on one long-lived
 // connection; it wakes the fsyncs of sync-mode accounts (syncrepl.go).
@@ -41,6 +44,8 @@ type ControlRequest struct {
 	Positions map[string]uint64 `json:"positions,omitempty"`
 	Accounts  []string          `json:"accounts,omitempty"`
 	Since     int64             `json:"since,omitempty"` // unix nanoseconds
+	IdleMS    int64             `json:"idle_ms,omitempty"`
+	TimeoutMS int64             `json:"timeout_ms,omitempty"`
 }
 
 // ControlReply is the one reply line to a request.
@@ -53,6 +58,12 @@ type ControlReply struct {
 	// positions: the account's last appended and replica-applied LSNs.
 	Appended uint64 `json:"appended,omitempty"`
 	Applied  uint64 `json:"applied,omitempty"`
+	// freeze: the account's last LSN appended by this mount, and the
+	// journal's durable position after the freeze synced it.
+	LSN     uint64 `json:"lsn,omitempty"`
+	Durable uint64 `json:"durable,omitempty"`
+	// Busy: a freeze was refused because the account is in use.
+	Busy bool `json:"busy,omitempty"`
 }
 
 // ControlStatus is the state reported by "status".
@@ -229,6 +240,25 @@ func (c *Control) handle(ctx context.Context, req ControlRequest) ControlReply {
 			return ControlReply{OK: true, Count: n}
 		}
 		return ControlReply{Error: `forget: give "account", or "tree" and "paths"`}
+	case "freeze":
+		to := time.Duration(req.TimeoutMS) * time.Millisecond
+		// Changes under way get at most a second to finish.
+		fctx, cancel := context.WithTimeout(ctx, min(to, time.Second))
+		defer cancel()
+		info, err := c.FS.Freeze(fctx, req.Account, time.Duration(req.IdleMS)*time.Millisecond, to)
+		if err != nil {
+			return ControlReply{Error: err.Error(), Busy: errors.Is(err, ErrBusy)}
+		}
+		return ControlReply{OK: true, LSN: uint64(info.LSN), Durable: uint64(info.Durable)}
+	case "unfreeze":
+		if req.Account == "" {
+			return ControlReply{Error: "unfreeze: no account"}
+		}
+		n := 0
+		if c.FS.Unfreeze(req.Account) {
+			n = 1
+		}
+		return ControlReply{OK: true, Count: n}
 	}
 	return ControlReply{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 }

@@ -28,10 +28,20 @@ type File struct {
 	// dirty: written since the last OpMessage (message files) or since
 	// the last NoteHeader (cyrus.header).
 	dirty atomic.Bool
+	// closed uncounts the handle from its account's open handles (a
+	// freeze needs none open; freeze.go); nil for non-account paths.
+	closed func()
 }
 
 func newFile(n *Node, lf *fusefs.LoopbackFile, flags uint32) *File {
-	return &File{node: n, lf: lf, flags: flags}
+	f := &File{node: n, lf: lf, flags: flags}
+	if rel, ok := n.rel(); ok {
+		fsys := n.fs()
+		if c := fsys.classify.Classify(classPath(n.tree.Name, rel)); c.Kind == KindAccount {
+			f.closed = fsys.openHandle(c.Account)
+		}
+	}
+	return f
 }
 
 // PassthroughFd refuses kernel passthrough: every READ and WRITE must come
@@ -91,6 +101,7 @@ func (f *File) write(ctx context.Context, data [][]byte, off int64) (uint32, sys
 	if e != 0 {
 		return 0, e
 	}
+	defer tg.done()
 	doWrite := func() (uint32, syscall.Errno) {
 		if len(data) == 1 {
 			return f.lf.Write(ctx, data[0], off)
@@ -176,8 +187,12 @@ func (f *File) finish(ctx context.Context) syscall.Errno {
 		return 0
 	}
 	tg, e := fsys.guard(ctx, "write", f.node.tree.Name, rel)
-	if e != 0 || !tg.journal {
+	if e != 0 {
 		return e
+	}
+	defer tg.done()
+	if !tg.journal {
+		return 0
 	}
 	f.dirty.Store(false)
 	return fsys.emitMessage(ctx, tg, f.node.tree, f.node, parentNode(f.node), -1)
@@ -213,6 +228,9 @@ func (f *File) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 }
 
 func (f *File) Release(ctx context.Context) syscall.Errno {
+	if f.closed != nil {
+		f.closed()
+	}
 	return f.lf.Release(ctx)
 }
 
@@ -229,6 +247,7 @@ func (f *File) Allocate(ctx context.Context, off, size uint64, mode uint32) sysc
 	if e != 0 {
 		return e
 	}
+	defer tg.done()
 	if !named || !f.inPlace(tg) {
 		e := f.lf.Allocate(ctx, off, size, mode)
 		if e == 0 {

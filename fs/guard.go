@@ -18,6 +18,9 @@ type target struct {
 	account string // the record's Account ("" for non-account paths)
 	epoch   uint64
 	journal bool // master or pending: mutations become records
+	// gate: the account's activity gate this mutation entered (freeze.go);
+	// done leaves it once the record is appended.
+	gate *gate
 }
 
 // classPath is the classifier's path for rel in tree t.
@@ -32,7 +35,9 @@ func classPath(tree, rel string) string {
 // role guard (DESIGN.md invariant 2): master → journaled, local and
 // non-account → passed through, pending → journaled under
 // PendingAccount, replica/unknown/unresolved → EROFS (logged once per
-// account per RefusalLogInterval).
+// account per RefusalLogInterval). When it allows the operation the caller
+// must call tg.done() once the operation and its record are done
+// (freeze.go); a refusal needs no done.
 //
 // A journaled account is first made active in the journal's durable
 // activity log (journal.Log.Activate: at once while it is active, one
@@ -46,6 +51,7 @@ func (f *FS) guard(ctx context.Context, op, tree, rel string) (target, syscall.E
 	}
 	if a, ok := f.journal.(activator); ok {
 		if err := a.Activate(ctx, tg.account); err != nil {
+			tg.done()
 			f.log.Error("journal activity log failed", "account", tg.account, "op", op, "path", path.Join(tree, rel), "err", err)
 			return tg, errnoOf(ctx, err)
 		}
@@ -70,6 +76,10 @@ func (f *FS) classifyGuard(op, tree, rel string) (target, syscall.Errno) {
 		tg.journal = true
 		return tg, 0
 	case KindAccount:
+		// Wait out a freeze first, then look the role up: a mutation
+		// held across a flip meets the new role.
+		g := f.gateOf(c.Account)
+		g.enter()
 		e, ok := f.roles.Lookup(c.Account)
 		role := rolemap.Unknown
 		if ok {
@@ -77,12 +87,13 @@ func (f *FS) classifyGuard(op, tree, rel string) (target, syscall.Errno) {
 		}
 		switch role {
 		case rolemap.Master:
-			tg.account, tg.epoch, tg.journal = c.Account, e.Epoch, true
+			tg.account, tg.epoch, tg.journal, tg.gate = c.Account, e.Epoch, true, g
 			return tg, 0
 		case rolemap.Local:
-			tg.account = c.Account
+			tg.account, tg.gate = c.Account, g
 			return tg, 0
 		}
+		g.leave()
 		f.refuse(op, tree, rel, c.Account, role.String())
 		return tg, syscall.EROFS
 	default:
@@ -92,13 +103,16 @@ func (f *FS) classifyGuard(op, tree, rel string) (target, syscall.Errno) {
 }
 
 // guard2 guards an operation that touches two paths (rename, link): both
-// must be allowed.
+// must be allowed. On success the caller must call done on both.
 func (f *FS) guard2(ctx context.Context, op, tree, rel1, rel2 string) (target, target, syscall.Errno) {
 	t1, e := f.guard(ctx, op, tree, rel1)
 	if e != 0 {
 		return t1, target{}, e
 	}
 	t2, e := f.guard(ctx, op, tree, rel2)
+	if e != 0 {
+		t1.done()
+	}
 	return t1, t2, e
 }
 

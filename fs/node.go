@@ -135,6 +135,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		if tg, e = n.fs().guard(ctx, "open", n.tree.Name, rel); e != 0 {
 			return nil, 0, e
 		}
+		defer tg.done()
 	}
 	trunc := write && flags&syscall.O_TRUNC != 0 && tg.journal && n.fs().journal != nil
 	prev := int64(-1)
@@ -168,7 +169,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		r := newRecord(journal.OpTruncate, rel)
 		r.PrevSize = prev
 		if e := n.fs().emit(ctx, tg, r, n); e != 0 {
-			lf.Release(ctx)
+			f.Release(ctx)
 			return nil, 0, e
 		}
 	}
@@ -186,6 +187,7 @@ func (n *Node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	if e != 0 {
 		return nil, nil, 0, e
 	}
+	defer tg.done()
 	defer f.lockNS(tg.journal)()
 	prev := int64(-1)
 	existed := false
@@ -215,12 +217,14 @@ func (n *Node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		r.Mode = out.Attr.Mode
 		r.UID, r.GID = out.Attr.Uid, out.Attr.Gid
 		if e := f.emit(ctx, tg, r, n, child); e != 0 {
+			file.Release(ctx)
 			return nil, nil, 0, e
 		}
 	case flags&syscall.O_TRUNC != 0 && prev != 0:
 		r := newRecord(journal.OpTruncate, rel)
 		r.PrevSize = prev
 		if e := f.emit(ctx, tg, r, child); e != 0 {
+			file.Release(ctx)
 			return nil, nil, 0, e
 		}
 	}
@@ -232,9 +236,11 @@ func (n *Node) Create(ctx context.Context, name string, flags, mode uint32, out 
 // tree fails with EXDEV in go-fuse's loopback).
 func (n *Node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
 	rel, _ := n.rel()
-	if _, e := n.fs().guard(ctx, "tmpfile", n.tree.Name, path.Join(rel, ".tmpfile")); e != 0 {
+	tg, e := n.fs().guard(ctx, "tmpfile", n.tree.Name, path.Join(rel, ".tmpfile"))
+	if e != 0 {
 		return nil, nil, 0, e
 	}
+	defer tg.done()
 	ch, fh, fl, e := n.LoopbackNode.Tmpfile(ctx, flags, mode, out)
 	if e != 0 {
 		return nil, nil, 0, e

@@ -45,6 +45,7 @@ func (n *Node) childOp(ctx context.Context, op, name string, do func() (*fusefs.
 	if e != 0 {
 		return nil, e
 	}
+	defer tg.done()
 	defer f.lockNS(tg.journal)()
 	ch, e := do()
 	if e != 0 {
@@ -135,6 +136,8 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	if e != 0 {
 		return e
 	}
+	defer t1.done()
+	defer t2.done()
 	journaled := (t1.journal || t2.journal) && f.journal != nil
 	defer f.lockNS(journaled)()
 
@@ -160,9 +163,12 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	}
 	if path.Base(rel2) == "cyrus.header" {
 		f.noteHeader(n.tree, rel2)
-		if t2, e = f.guard(ctx, "rename", n.tree.Name, rel2); e != 0 {
+		t2b, e := f.guard(ctx, "rename", n.tree.Name, rel2)
+		if e != 0 {
 			return 0 // already logged as a divergence; the rename is done
 		}
+		defer t2b.done()
+		t2 = t2b
 	}
 	scratch := isScratch(rel1) && !isDir
 	if sameStream(t1, t2) && !scratch {
@@ -198,6 +204,7 @@ func (n *Node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	if e != 0 {
 		return nil, e
 	}
+	defer t2.done()
 	defer f.lockNS(t2.journal)()
 	ch, e := n.LoopbackNode.Link(ctx, target, name, out)
 	if e != 0 {
@@ -244,6 +251,7 @@ func (n *Node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 		if tg, e = f.guard(ctx, "setattr", n.tree.Name, rel); e != 0 {
 			return e
 		}
+		defer tg.done()
 	}
 	if fh != nil {
 		if file, ok := fh.(*File); ok {
@@ -323,6 +331,7 @@ func (n *Node) xattrOp(ctx context.Context, op string, do func() syscall.Errno) 
 	if e != 0 {
 		return e
 	}
+	defer tg.done()
 	if e := do(); e != 0 {
 		return e
 	}
@@ -342,6 +351,7 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn fusefs.FileHandle, offIn 
 	if e != 0 {
 		return 0, e
 	}
+	defer tg.done()
 	if !named || !fout.inPlace(tg) || n.fs().journal == nil {
 		cnt, e := n.LoopbackNode.CopyFileRange(ctx, fin.lf, offIn, out, fout.lf, offOut, size, flags)
 		if cnt > 0 {

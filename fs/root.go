@@ -70,6 +70,8 @@ type FS struct {
 	// repl: per-account replication positions and sync mode (syncrepl.go).
 	repl    replState
 	started time.Time
+
+	gates sync.Map // account → *gate (freeze.go)
 }
 
 // New checks o and returns a filesystem ready to Mount trees.

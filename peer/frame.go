@@ -33,6 +33,9 @@ const (
 	MsgReplay    MsgType = 14
 	// Version 2.
 	MsgDurable MsgType = 15
+	// Admin connections (admin.go).
+	MsgAdmin      MsgType = 16
+	MsgAdminReply MsgType = 17
 )
 
 func (t MsgType) String() string {
@@ -67,6 +70,10 @@ func (t MsgType) String() string {
 		return "replay"
 	case MsgDurable:
 		return "durable"
+	case MsgAdmin:
+		return "admin"
+	case MsgAdminReply:
+		return "admin-reply"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -192,7 +199,7 @@ func decodeFrameBody(payload []byte, crc uint32) (MsgType, []byte, error) {
 	if flags&^flagZstd != 0 {
 		return 0, nil, fmt.Errorf("%w: unknown flags %#x", ErrFrame, flags)
 	}
-	if t < MsgHello || t > MsgDurable {
+	if t < MsgHello || t > MsgAdminReply {
 		return 0, nil, fmt.Errorf("%w: unknown message type %d", ErrFrame, uint8(t))
 	}
 	if flags&flagZstd != 0 {

@@ -41,6 +41,8 @@ func samples() map[string]struct {
 	file := FileChunk{Account: "alice", Tree: "spool", Path: "user/alice/1.", Offset: 0, Last: true, Hash: h, Data: []byte("hello world\r\n")}
 	fileRef := FileChunk{Account: "alice", Tree: "spool", Path: "user/alice/Sent/1.", Last: true, ByRef: true, Hash: h, Data: []byte{}}
 	end := ResyncEnd{Account: "alice", From: 1 << 33, ReplayTo: 1<<33 + 77}
+	admin := AdminRequest{Version: 1, Op: "prepare", Account: "alice", Args: map[string]string{"epoch": "4", "role": "replica", "partner_lsn": "1234"}}
+	adminReply := AdminReply{Status: AdminRefused, Reason: "alice is busy: 1 open file", Values: map[string]string{"lsn": "77"}}
 	return map[string]struct {
 		t    MsgType
 		body []byte
@@ -63,6 +65,9 @@ func samples() map[string]struct {
 		"file":       {MsgFile, MarshalFile(file), file},
 		"file-ref":   {MsgFile, MarshalFile(fileRef), fileRef},
 		"resync-end": {MsgResyncEnd, MarshalResyncEnd(end), end},
+
+		"admin":       {MsgAdmin, MarshalAdmin(admin), admin},
+		"admin-reply": {MsgAdminReply, MarshalAdminReply(adminReply), adminReply},
 	}
 }
 
@@ -97,6 +102,10 @@ func decodeBody(t MsgType, b []byte) (any, error) {
 		return UnmarshalReplay(b)
 	case MsgDurable:
 		return UnmarshalDurable(b)
+	case MsgAdmin:
+		return UnmarshalAdmin(b)
+	case MsgAdminReply:
+		return UnmarshalAdminReply(b)
 	}
 	return nil, errors.New("unknown type")
 }
@@ -132,6 +141,10 @@ func marshalAny(t MsgType, v any) []byte {
 		return MarshalReplay(v.(map[string]uint64))
 	case MsgDurable:
 		return MarshalDurable(v.(Ack))
+	case MsgAdmin:
+		return MarshalAdmin(v.(AdminRequest))
+	case MsgAdminReply:
+		return MarshalAdminReply(v.(AdminReply))
 	}
 	return nil
 }
@@ -307,6 +320,11 @@ func TestBadBodies(t *testing.T) {
 		"file ref with data":    {MsgFile, append(append([]byte{1, 'a', 1, 't', 1, 'p', 0, fileByRef | fileLast}, make([]byte, 32)...), 1, 'x')},
 		"file ref not last":     {MsgFile, append([]byte{1, 'a', 1, 't', 1, 'p', 0, fileByRef}, make([]byte, 33)...)},
 		"resync end trailing":   {MsgResyncEnd, []byte{1, 'a', 1, 2, 3}},
+		"admin version 0":       {MsgAdmin, []byte{0, 1, 'p', 0, 0}},
+		"admin duplicate key":   {MsgAdmin, []byte{1, 1, 'p', 0, 2, 1, 'k', 0, 1, 'k', 0}},
+		"admin trailing":        {MsgAdmin, []byte{1, 1, 'p', 0, 0, 9}},
+		"admin reply status 3":  {MsgAdminReply, []byte{3, 0, 0}},
+		"admin reply short":     {MsgAdminReply, []byte{0, 5, 'x'}},
 	}
 	for name, c := range cases {
 		if v, err := decodeBody(c.t, c.body); !errors.Is(err, ErrFrame) {

@@ -37,6 +37,8 @@ type Receiver struct {
 	// OnApplied, when set, is called after each batch with the paths it
 	// changed per tree (to make the mount forget cached names and pages).
 	OnApplied func(touched map[string][]string)
+	// Admin, when set, answers admin connections (admin.go): role changes.
+	Admin AdminHandler
 
 	omu    sync.Mutex
 	owners map[string]*session // account → the session that applies its records
@@ -57,6 +59,24 @@ func (r *Receiver) takeOver(account string, s *session) {
 	r.owners[account] = s
 	r.omu.Unlock()
 	if old == nil || old == s {
+		return
+	}
+	old.amu.Lock()
+	delete(old.allowed, account)
+	old.amu.Unlock()
+	old.applying.Lock()
+	old.applying.Unlock()
+}
+
+// Revoke stops every session from applying account (a role change made it
+// master here, or moved its master): a batch under way ends first. A new
+// session takes it again only if the role map then admits it.
+func (r *Receiver) Revoke(account string) {
+	r.omu.Lock()
+	old := r.owners[account]
+	delete(r.owners, account)
+	r.omu.Unlock()
+	if old == nil {
 		return
 	}
 	old.amu.Lock()
@@ -180,6 +200,11 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 	if err != nil {
 		return fmt.Errorf("read hello: %w", err)
 	}
+	if t == MsgAdmin {
+		s.node = node
+		s.log.Debug("admin connection")
+		return r.serveAdmin(ctx, s, br, body)
+	}
 	if t != MsgHello {
 		s.send(MsgRefuse, MarshalRefuse("expected hello"))
 		return fmt.Errorf("%w: first frame is %s, not hello", ErrFrame, t)
@@ -223,6 +248,15 @@ func (r *Receiver) ServeConn(ctx context.Context, c net.Conn) error {
 			}
 		} else {
 			s.log.Warn("account refused", "account", ae.Account, "reason", why)
+			// The epoch here, and what was applied from the sender
+			// before: a sender at an older epoch learns it was failed
+			// over, and which of its records never arrived.
+			if e, ok := r.Roles.Lookup(ae.Account); ok && e.Epoch > ae.Epoch {
+				pos.Epoch = e.Epoch
+				if p, err := r.Applier.Position(ae.Account); err == nil {
+					pos.Applied = uint64(p.Applied)
+				}
+			}
 		}
 		pos.State = state
 		w.Positions = append(w.Positions, pos)
@@ -385,6 +419,14 @@ func (s *session) applyBatch(ctx context.Context, raw [][]byte) error {
 		if !ok {
 			s.log.Warn("record for an account not accepted in this session dropped", "account", r.Account, "lsn", r.LSN)
 			continue
+		}
+		if e, ok := s.r.Roles.Lookup(r.Account); !ok || e.Role != rolemap.Replica || e.Epoch < r.Epoch {
+			// The role map changed under the session (a promote or a
+			// failover): never apply to a copy that is no longer a
+			// replica of this sender.
+			s.log.Warn("record for an account that is no longer a replica at this epoch dropped; ending the session", "account", r.Account, "lsn", r.LSN, "epoch", r.Epoch)
+			s.conn.Close()
+			return fmt.Errorf("peer: record %d of %s: account is %s at epoch %d here", r.LSN, r.Account, e.Role, e.Epoch)
 		}
 		if r.Epoch > epoch {
 			// The account's epoch moved during the session (a role change):

@@ -83,9 +83,18 @@ type Sender struct {
 	// loop.
 	OnAcked func(positions map[string]uint64)
 
+	// OnStale, when set, is called when the partner says an account this
+	// node ships is mastered there at a higher epoch (a failover while this
+	// node was away): epoch is the partner's, applied the last record of
+	// this node it applied. The account is left out of the session.
+	OnStale func(account string, epoch, applied uint64)
+
 	Stats SenderStats
 
 	known knownStore
+
+	curMu sync.Mutex
+	cur   *sconn // the streaming session, if connected
 }
 
 // SenderStats are the sender's counters (read with atomic loads).
@@ -125,6 +134,10 @@ func (s *Sender) Run(ctx context.Context) error {
 		}
 		if errors.Is(err, errResyncDone) {
 			s.logger().Info("full resyncs done; reconnecting to stream those accounts", "addr", s.Addr)
+			continue
+		}
+		if errors.Is(err, errRestart) {
+			s.logger().Info("reconnecting: the accounts shipped changed", "addr", s.Addr)
 			continue
 		}
 		if time.Since(start) > 10*time.Second {
@@ -168,6 +181,7 @@ type sconn struct {
 	// records are held (they do not count against the window).
 	pendingSince map[string]time.Time
 	held         int
+	lastSent     map[string]journal.LSN // per account: its last record sent in this session
 }
 
 // pendingPrefix marks records of a new uuid mailbox whose owner the master
@@ -276,7 +290,7 @@ func (s *Sender) handshake(ctx context.Context, accounts []AccountEpoch) (*sconn
 	ctx, cancel := context.WithCancel(ctx)
 	go func() { <-ctx.Done(); c.Close() }()
 	s.Stats.Connects.Add(1)
-	sc := &sconn{s: s, c: c, cancel: cancel, w: bufio.NewWriterSize(c, 256<<10), applied: map[string]uint64{}, ok: map[string]bool{}, recent: map[[32]byte]time.Time{}, pending: map[string][]journal.Record{}, pendingSince: map[string]time.Time{}, replayTo: map[string]journal.LSN{}}
+	sc := &sconn{s: s, c: c, cancel: cancel, w: bufio.NewWriterSize(c, 256<<10), applied: map[string]uint64{}, ok: map[string]bool{}, recent: map[[32]byte]time.Time{}, pending: map[string][]journal.Record{}, pendingSince: map[string]time.Time{}, replayTo: map[string]journal.LSN{}, lastSent: map[string]journal.LSN{}}
 	sc.cond = sync.NewCond(&sc.mu)
 	br := bufio.NewReaderSize(c, 64<<10)
 	fail := func(err error) (*sconn, *bufio.Reader, Welcome, context.Context, error) {
@@ -338,6 +352,12 @@ func (s *Sender) session(ctx context.Context) error {
 	for _, p := range w.Positions {
 		why := s.needsResync(p)
 		switch {
+		case p.State == StateRefused && p.Epoch > epochs[p.Account]:
+			s.logger().Warn("partner masters account at a higher epoch: this node was failed over", "account", p.Account,
+				"epoch", epochs[p.Account], "partner_epoch", p.Epoch, "partner_applied", p.Applied)
+			if s.OnStale != nil {
+				s.OnStale(p.Account, p.Epoch, p.Applied)
+			}
 		case why != "" && s.canResync():
 			s.logger().Info("account needs a full resync", "account", p.Account, "why", why, "applied", p.Applied)
 			resync = append(resync, AccountEpoch{p.Account, epochs[p.Account]})
@@ -384,6 +404,16 @@ func (s *Sender) session(ctx context.Context) error {
 	if s.Unclean != nil && s.canResync() {
 		go sc.watchUnclean(ctx)
 	}
+	s.curMu.Lock()
+	s.cur = sc
+	s.curMu.Unlock()
+	defer func() {
+		s.curMu.Lock()
+		if s.cur == sc {
+			s.cur = nil
+		}
+		s.curMu.Unlock()
+	}()
 	return sc.sendLoop(ctx, from)
 }
 
@@ -441,6 +471,7 @@ func (c *sconn) sendLoop(ctx context.Context, from journal.LSN) error {
 			if !c.ok[r.Account] || uint64(r.LSN) <= c.applied[r.Account] {
 				continue
 			}
+			c.lastSent[r.Account] = r.LSN
 			ship = append(ship, r)
 			c.inflight = append(c.inflight, inflightRec{r.LSN, r.Account})
 		}

@@ -8,4 +8,6 @@ const (
 	ExitUsage    = 2 // wrong invocation: unknown command, bad flags or arguments
 	ExitNotFound = 3 // the thing asked about does not exist (rolemap get: no such account)
 	ExitMount    = 4 // mount: the mount point is busy, stale or not usable
+	ExitBusy     = 5 // promote/demote: the account is in use (open files, recent changes); try again
+	ExitRefused  = 6 // promote/demote/failover: refused (roles disagree, diverged, a peer down or up, ...)
 )

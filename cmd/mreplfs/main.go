@@ -41,6 +41,9 @@ var commands = map[string]command{
 	"peer":     {"replicate: ship this server's masters to partners, apply their records here", runPeer},
 	"demo":     {"two namespaced servers replicating crosswise, end to end (root)", runDemo},
 	"cert":     {"make a test CA and node certificates for the peers' mutual TLS", runCert},
+	"promote":  {"make an account's replica its master (swap, nothing shut down)", runPromote},
+	"demote":   {"make an account's master its replica (the same swap, named from the master)", runDemote},
+	"failover": {"make this server master of accounts whose master is unreachable", runFailover},
 }
 
 func main() {

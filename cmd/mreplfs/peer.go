@@ -253,6 +253,8 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 		go func() { defer wg.Done(); keeper.export(ctx) }()
 	}
 	var senders []*peer.Sender
+	sw := &roleSwitch{cfg: cfg, log: log, live: live, senders: map[string]*peer.Sender{}}
+	sw.fence = sw.fenceAccount
 	if cfg.journal != "none" {
 		j, closeJ, err := openJournalFollower(cfg.journal, log)
 		if err != nil {
@@ -265,6 +267,7 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 			wg.Add(1)
 			go func() { defer wg.Done(); acks.Run(ctx) }()
 		}
+		sw.jrnl = j
 		names := make([]string, 0, len(cfg.partners))
 		for n := range cfg.partners {
 			names = append(names, n)
@@ -284,7 +287,8 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 			s := &peer.Sender{Node: cfg.node, Partner: n, Addr: addr, TLS: cli, Window: cfg.window, Logger: log,
 				Source:    &peer.JournalSource{Log: j, Consumer: "peer:" + n},
 				Accounts:  func() []peer.AccountEpoch { return mastersFor(cfg.roles, addr, log) },
-				KnownFile: knownFile(cfg.state, n), Progress: st.progress(n)}
+				KnownFile: knownFile(cfg.state, n), Progress: st.progress(n),
+				OnStale: func(account string, epoch, applied uint64) { sw.stale(ctx, account, epoch, applied) }}
 			if acks != nil {
 				s.OnAcked = acks.Note
 			}
@@ -304,6 +308,7 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 				log.Warn("no tree: settings: accounts needing a full resync cannot be resynced", "partner", n)
 			}
 			senders = append(senders, s)
+			sw.senders[addr] = s
 			wg.Add(1)
 			go func() { defer wg.Done(); s.Run(ctx) }()
 		}
@@ -352,11 +357,16 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 				if keeper != nil {
 					keeper.applied(touched, resolver(cc, trees))
 				}
-			}}
+			},
+			Admin: sw.handle}
+		sw.applier, sw.recv = applier, recv
 		wg.Add(1)
 		go func() { defer wg.Done(); recv.Serve(ctx, ln) }()
 		log.Info("receiver listening", "addr", ln.Addr().String())
 	}
+
+	wg.Add(1)
+	go func() { defer wg.Done(); sw.resolveLoop(ctx, cfg.dialAdmin) }()
 
 	// status.json: what `mreplfs status` and the demo show.
 	tick := time.NewTicker(500 * time.Millisecond)

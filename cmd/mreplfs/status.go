@@ -11,7 +11,7 @@ import (
 	"mreplfs/fs"
 )
 
-const statusSynopsis = `-control SOCKET [-reload | -forget-account ACCOUNT]
+const statusSynopsis = `-control SOCKET [-reload | -forget-account ACCOUNT] | -peer-state DIR
 
 Ask a running "mreplfs mount" (through its control socket, JOURNAL/control.sock
 by default) for its state and print it as JSON: trees, and under "sync" the
@@ -19,6 +19,11 @@ sync-mode counters and every account's appended and replica-applied positions
 and degraded state. -reload makes it reload the role map and the config
 file's sync_* settings; -forget-account drops every kernel-cached name and page of an
 account (after its files were changed in the backing tree).
+
+-peer-state DIR (the peer's state directory) lists the quarantines a
+failover left on this server: per account the unreplicated records kept
+aside when this node came back as a stale master (account, mailbox, files,
+byte ranges; the full report is DIR/quarantine/*/report.json).
 
 Exit status: 0 on success, 1 when the mount cannot be reached or refuses.`
 
@@ -28,11 +33,25 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	reload := fl.Bool("reload", false, "reload the role map and the sync_* settings")
 	forget := fl.String("forget-account", "", "forget the cached paths of this account")
 	timeout := fl.Duration("timeout", 10*time.Second, "give up after this long")
+	peerState := fl.String("peer-state", "", "list the quarantines in this peer state `DIR`")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usagef("%v", err)
+	}
+	if *peerState != "" && *sock == "" {
+		reps, dirs, err := listQuarantines(*peerState)
+		if err != nil {
+			return err
+		}
+		if len(reps) == 0 {
+			fmt.Fprintln(e.stdout, "no quarantine")
+		}
+		for i := range reps {
+			fmt.Fprintf(e.stdout, "%s\n%s\n", dirs[i], formatQuarantine(&reps[i]))
+		}
+		return nil
 	}
 	if *sock == "" {
 		return usagef("no -control SOCKET given")

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"mreplfs/bench/cyrusload"
+	"mreplfs/rolemap"
+)
+
+// Role changes between namespaced servers (DESIGN.md §6): promote, demote,
+// refusals, crash injection, failover.
+
+// admin runs `mreplfs args...` in s's network namespace (where its peer
+// listens) and returns its output and exit code.
+func (c *cluster) admin(ctx context.Context, s *node, args ...string) (string, int) {
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=/var/run/netns/" + s.ns, c.self}, args...)...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+		out = append(out, []byte(err.Error())...)
+	}
+	return string(out), code
+}
+
+func (s *node) peerConf() string { return filepath.Join(s.dir, "peer.conf") }
+
+// role returns account's entry in s's role map file.
+func (s *node) role(t *testing.T, account string) rolemap.Entry {
+	t.Helper()
+	m, err := rolemap.Open(filepath.Join(s.dir, "roles.cdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	e, _ := m.Lookup(account)
+	return e
+}
+
+// sameAccount waits until account is identical on the two servers'
+// backing trees and fails the test with the differences if it is not in
+// time.
+func sameAccount(t *testing.T, account string, master, replica *node, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		dm, err1 := cyrusload.Digest(master.backingSpool(), account)
+		dr, err2 := cyrusload.Digest(replica.backingSpool(), account)
+		d := cyrusload.Diff(dm, dr)
+		if err1 == nil && err2 == nil && len(d) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			if len(d) > 5 {
+				d = d[:5]
+			}
+			t.Fatalf("%s: %s and %s differ after %v (%v %v): %s", account, master.node, replica.node, timeout, err1, err2, strings.Join(d, "; "))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// deliverTo delivers n messages to mailbox on s's mount.
+func deliverTo(t *testing.T, s *node, d *cyrusload.Deliverer, mailbox string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if _, err := d.Deliver([]string{mailbox}, cyrusload.Body(i, 600+i*37, s.node)); err != nil {
+			t.Fatalf("deliver to %s on %s: %v", mailbox, s.node, err)
+		}
+	}
+}
+
+// writeRefused checks that a write to account on s's mount fails with EROFS.
+func writeRefused(t *testing.T, s *node, account string) {
+	t.Helper()
+	p := filepath.Join(s.mnt("spool"), "user", account, "refused-probe.")
+	err := os.WriteFile(p, []byte("x"), 0o600)
+	if !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write to %s on %s: %v, want EROFS", account, s.node, err)
+	}
+}
+
+// TestPromote: an idle account is promoted (run on the master's server)
+// and demoted back (run on the other): each time writes are refused on the
+// old master and accepted on the new one, replication runs the new way, and
+// both servers' role maps agree. A busy account (an open file, changes
+// within the idle time) is refused with exit code 5, and promoted once idle.
+func TestPromote(t *testing.T) {
+	c := newTestCluster(t, [][]string{{"alice", "carol"}, {"bob", "dave"}})
+	a, b := c.servers[0], c.servers[1]
+	ctx := context.Background()
+	da, db := cyrusload.New(a.spool()), cyrusload.New(b.spool())
+	deliverTo(t, a, da, "alice", 20)
+	deliverTo(t, a, da, "carol", 5)
+	deliverTo(t, b, db, "bob", 5)
+	sameAccount(t, "alice", a, b, 30*time.Second)
+
+	out, code := c.admin(ctx, a, "promote", "-config", a.peerConf(), "-idle", "100ms", "alice")
+	if code != 0 {
+		t.Fatalf("promote alice: exit %d:\n%s", code, out)
+	}
+	t.Logf("promote alice (run on %s):\n%s", a.node, out)
+	for _, step := range []string{"check", "freeze", "drain", "confirm", "prepare", "commit", "done"} {
+		if !strings.Contains(out, step) {
+			t.Errorf("output lacks step %q", step)
+		}
+	}
+	if ea, eb := a.role(t, "alice"), b.role(t, "alice"); ea.Role != rolemap.Replica || eb.Role != rolemap.Master || ea.Epoch != 2 || eb.Epoch != 2 {
+		t.Fatalf("role maps after promote: %s has %+v, %s has %+v", a.node, ea, b.node, eb)
+	}
+	writeRefused(t, a, "alice")
+	// Writable on B at once (no wait for a poll), and replicated to A.
+	deliverTo(t, b, db, "alice/Sent", 10)
+	sameAccount(t, "alice", b, a, 30*time.Second)
+	writeRefused(t, a, "alice")
+
+	// Back again, run on the other server as demote.
+	out, code = c.admin(ctx, a, "demote", "-config", a.peerConf(), "-idle", "100ms", "alice")
+	if code != 0 {
+		t.Fatalf("demote alice (back to %s): exit %d:\n%s", a.node, code, out)
+	}
+	if ea, eb := a.role(t, "alice"), b.role(t, "alice"); ea.Role != rolemap.Master || eb.Role != rolemap.Replica || ea.Epoch != 3 || eb.Epoch != 3 {
+		t.Fatalf("role maps after the swap back: %s has %+v, %s has %+v", a.node, ea, b.node, eb)
+	}
+	writeRefused(t, b, "alice")
+	deliverTo(t, a, da, "alice/Drafts", 5)
+	sameAccount(t, "alice", a, b, 30*time.Second)
+
+	// Busy: an open file of carol on her master.
+	f, err := os.Open(filepath.Join(a.mnt("spool"), "user/carol/1."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, code = c.admin(ctx, b, "promote", "-config", b.peerConf(), "-idle", "100ms", "carol")
+	f.Close()
+	if code != ExitBusy || !strings.Contains(out, "open file") {
+		t.Errorf("promote with an open file: exit %d, want %d (busy, open file):\n%s", code, ExitBusy, out)
+	}
+	// Busy: changed within the idle time (deliveries keep coming).
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		d := cyrusload.New(a.spool())
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := d.Deliver([]string{"carol/Busy"}, cyrusload.Body(i, 500, "busy")); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	out, code = c.admin(ctx, b, "promote", "-config", b.peerConf(), "-idle", "2s", "carol")
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatalf("deliveries to carol during the refused promote: %v", err)
+	}
+	if code != ExitBusy || !strings.Contains(out, "changed") {
+		t.Errorf("promote during writes: exit %d, want %d (busy, changed):\n%s", code, ExitBusy, out)
+	}
+	if e := a.role(t, "carol"); e.Role != rolemap.Master || e.Epoch != 1 {
+		t.Errorf("a refused promote changed carol's role on %s: %+v", a.node, e)
+	}
+	// Idle now: accepted.
+	time.Sleep(300 * time.Millisecond)
+	out, code = c.admin(ctx, b, "promote", "-config", b.peerConf(), "-idle", "100ms", "carol")
+	if code != 0 {
+		t.Fatalf("promote of idle carol: exit %d:\n%s", code, out)
+	}
+	writeRefused(t, a, "carol")
+	deliverTo(t, b, db, "carol/New", 3)
+	sameAccount(t, "carol", b, a, 30*time.Second)
+	// The others never stopped replicating.
+	deliverTo(t, b, db, "bob", 3)
+	sameAccount(t, "bob", b, a, 30*time.Second)
+	if st := c.servers[1].status(); fmt.Sprint(st.Accounts["alice"].State) != "ok" {
+		t.Errorf("alice on %s: %+v", b.node, st.Accounts["alice"])
+	}
+}
+
+// TestFailover: alice's master A is cut off while it takes mail (so its
+// replica B lacks A's tail), then dies. `failover` on B makes alice
+// writable there at epoch 2 at once. When A comes back, its handshake shows
+// its epoch is stale: it becomes alice's replica, moves its unreplicated
+// tail aside — the quarantine report lists exactly the files B lacked, and
+// keeps A's copy of each — and resyncs alice from B until identical. The
+// other accounts replicate throughout.
+func TestFailover(t *testing.T) {
+	c := newTestCluster(t, [][]string{{"alice", "carol"}, {"bob", "dave"}})
+	a, b := c.servers[0], c.servers[1]
+	ctx := context.Background()
+	da, db := cyrusload.New(a.spool()), cyrusload.New(b.spool())
+	deliverTo(t, a, da, "alice", 10)
+	deliverTo(t, a, da, "carol", 3)
+	sameAccount(t, "alice", a, b, 30*time.Second)
+
+	// The tail: mail A takes while its link is down.
+	if err := c.setLink(ctx, a, false); err != nil {
+		t.Fatal(err)
+	}
+	deliverTo(t, a, da, "alice", 5)
+	deliverTo(t, a, da, "alice/Tail", 3)
+	c.killPeer(a)
+	c.stopMount(a)
+	atDeath, err := cyrusload.Digest(a.backingSpool(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	onB, err := cyrusload.Digest(b.backingSpool(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lacked := map[string]bool{}
+	for k, v := range atDeath {
+		if onB[k] != v {
+			lacked[k] = true
+		}
+	}
+	if len(lacked) < 8 {
+		t.Fatalf("the tail is too small to test anything: %v", lacked)
+	}
+
+	start := time.Now()
+	out, code := c.admin(ctx, b, "failover", "-config", b.peerConf(), "-probe", "500ms", "alice")
+	took := time.Since(start)
+	if code != 0 {
+		t.Fatalf("failover: exit %d:\n%s", code, out)
+	}
+	t.Logf("failover (%v): %s", took.Round(time.Millisecond), out)
+	if e := b.role(t, "alice"); e.Role != rolemap.Master || e.Epoch != 2 {
+		t.Fatalf("alice on %s after failover: %+v", b.node, e)
+	}
+	deliverTo(t, b, db, "alice/AfterFailover", 3)
+
+	// A comes back.
+	if err := c.setLink(ctx, a, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.startMount(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.startPeer(a); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var reps []quarantineReport
+	var dirs []string
+	for {
+		reps, dirs, err = listQuarantines(filepath.Join(a.dir, "peer"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(reps) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(reps) != 1 {
+		t.Fatalf("%d quarantine reports on %s, want 1", len(reps), a.node)
+	}
+	if e := a.role(t, "alice"); e.Role != rolemap.Replica || e.Epoch != 2 {
+		t.Fatalf("alice on %s after it came back: %+v", a.node, e)
+	}
+	rep := reps[0]
+	listed := map[string]bool{}
+	for _, f := range rep.Files {
+		k := f.Tree + "/" + f.Path
+		listed[k] = true
+		want := atDeath[k]
+		if f.Copy == "" || want == "" || strings.HasPrefix(want, "dir") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dirs[0], f.Copy))
+		if err != nil {
+			t.Errorf("quarantined copy of %s: %v", k, err)
+		} else if !strings.Contains(want, fmt.Sprintf(" %d %x", len(b), sha256Sum(b))) {
+			t.Errorf("quarantined copy of %s is not what %s had (%s)", k, a.node, want)
+		}
+	}
+	for k := range lacked {
+		if !listed[k] {
+			t.Errorf("%s lacked %s, the quarantine does not list it", b.node, k)
+		}
+	}
+	for k := range listed {
+		if !lacked[k] {
+			t.Errorf("the quarantine lists %s, which %s did not lack", k, b.node)
+		}
+	}
+	if t.Failed() {
+		txt, _ := os.ReadFile(filepath.Join(dirs[0], "report.txt"))
+		t.Fatalf("report:\n%s", txt)
+	}
+	// A resyncs from B, and refuses writes to alice.
+	sameAccount(t, "alice", b, a, 60*time.Second)
+	writeRefused(t, a, "alice")
+	out, code = c.admin(ctx, a, "status", "-peer-state", filepath.Join(a.dir, "peer"))
+	if code != 0 || !strings.Contains(out, "user/alice/Tail") {
+		t.Errorf("status -peer-state: exit %d:\n%s", code, out)
+	}
+	// The others replicate as before.
+	deliverTo(t, a, da, "carol", 2)
+	sameAccount(t, "carol", a, b, 30*time.Second)
+	deliverTo(t, b, db, "alice/AfterResync", 2)
+	sameAccount(t, "alice", b, a, 30*time.Second)
+}
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }

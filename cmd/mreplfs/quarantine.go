@@ -1,0 +1,384 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"mreplfs/fs"
+	"mreplfs/journal"
+	"mreplfs/peer"
+	"mreplfs/rolemap"
+)
+
+// Fencing a failed-over master (DESIGN.md §6, invariant 7). When this node
+// comes back after its partner took an account over at a higher epoch (the
+// partner's Welcome says so), the peer:
+//
+//  1. makes the account replica at the partner's epoch in the role map and
+//     the mount (writes get EROFS from then on), and waits for the
+//     account's changes under way (a freeze of the mount syncs the
+//     journal);
+//  2. reads this node's unreplicated tail — the account's journal records
+//     above the position the partner applied — and moves it aside into
+//     STATE/quarantine/ACCOUNT-eOLD-TIME/: report.json and report.txt list
+//     every record (account, mailbox, file, operation, byte range) and
+//     every file touched, and files/TREE/PATH keeps this node's copy of
+//     each (from the tree, or the journal's blob store for a message file
+//     gone since). Nothing is discarded and nothing is applied over the new
+//     master;
+//  3. marks the account's replica as needing a full resync, and asks the
+//     partner to reconnect, which resyncs it from the new master.
+
+// quarantineReport is report.json.
+type quarantineReport struct {
+	Account        string            `json:"account"`
+	Node           string            `json:"node"`
+	OldEpoch       uint64            `json:"old_epoch"`
+	NewEpoch       uint64            `json:"new_epoch"`
+	Partner        string            `json:"partner"`
+	PartnerApplied uint64            `json:"partner_applied"` // the last record of ours the new master applied
+	Created        time.Time         `json:"created"`
+	Records        []quarantinedRec  `json:"records"`
+	Files          []quarantinedFile `json:"files"`
+}
+
+// quarantinedRec is one record of the tail.
+type quarantinedRec struct {
+	LSN     uint64 `json:"lsn"`
+	Op      string `json:"op"`
+	Tree    string `json:"tree"`
+	Path    string `json:"path"`
+	NewPath string `json:"new_path,omitempty"`
+	Mailbox string `json:"mailbox"`
+	Offset  int64  `json:"offset,omitempty"`
+	Length  int64  `json:"length,omitempty"` // bytes written (write), content length (message, replace)
+	Size    int64  `json:"size,omitempty"`   // truncate: the new size
+}
+
+// quarantinedFile is one file (or directory) the tail touched.
+type quarantinedFile struct {
+	Tree    string     `json:"tree"`
+	Path    string     `json:"path"`
+	Mailbox string     `json:"mailbox"`
+	Ops     []string   `json:"ops"`
+	Ranges  [][2]int64 `json:"ranges,omitempty"` // [offset, end) written in place
+	Whole   bool       `json:"whole,omitempty"`  // the whole content is this node's (message, replace, create)
+	Copy    string     `json:"copy,omitempty"`   // this node's copy, relative to the quarantine dir
+}
+
+// fenceAccount is the stale-epoch handler (see the top of the file).
+func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, applied uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e, found, err := w.entry(account)
+	if err != nil {
+		return err
+	}
+	if !found || e.Role != rolemap.Master || e.Epoch >= epoch {
+		return nil // fenced already
+	}
+	w.log.Warn("fencing: the partner took this account over; becoming its replica and quarantining what it lacks",
+		"account", account, "epoch", e.Epoch, "partner_epoch", epoch, "partner_applied", applied)
+	os.Remove(w.preparePath(account)) // superseded
+	if err := w.setRole(ctx, account, rolemap.Entry{Role: rolemap.Replica, Partner: e.Partner, Epoch: epoch}); err != nil {
+		return err
+	}
+	// Changes that passed the guard before the reload: let them finish and
+	// reach the journal.
+	durable := journal.LSN(0)
+	if rep, err := w.control(ctx, fs.ControlRequest{Cmd: "freeze", Account: account, TimeoutMS: 5000}); err == nil {
+		durable = journal.LSN(rep.Durable)
+		w.control(ctx, fs.ControlRequest{Cmd: "unfreeze", Account: account})
+	} else {
+		w.log.Warn("fencing: the mount did not settle the account (reading the journal as it is)", "account", account, "err", err)
+	}
+	dir, n, err := w.quarantine(ctx, account, e, epoch, applied, durable)
+	if err != nil {
+		return fmt.Errorf("quarantine the unreplicated tail of %s: %w", account, err)
+	}
+	reason := fmt.Sprintf("failed over to the partner at epoch %d; no unreplicated change here", epoch)
+	if n > 0 {
+		reason = fmt.Sprintf("failed over to the partner at epoch %d; this node's %d unreplicated record(s) are in %s", epoch, n, dir)
+	}
+	if w.applier != nil {
+		if err := w.applier.SetPosition(account, peer.AccountPos{Epoch: epoch, State: peer.StateResync, Reason: reason}); err != nil {
+			return err
+		}
+	}
+	w.log.Warn("fenced: account is a replica here now; it resyncs from the new master", "account", account, "epoch", epoch, "quarantined_records", n, "dir", dir)
+	// The partner's sender was refused the account until now: reconnect.
+	go func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		c, err := w.cfg.dialAdmin(rctx, e.Partner)
+		if err == nil {
+			_, err = c.Call(rctx, peer.AdminRequest{Op: "reconnect"})
+			c.Close()
+		}
+		if err != nil {
+			w.log.Warn("fencing: could not ask the partner to reconnect (it will on its own)", "err", err)
+		}
+	}()
+	return nil
+}
+
+// quarantine moves the account's records above applied (through upTo,
+// 0: what is durable) aside; it returns the directory and how many records
+// it holds (0: nothing to keep, no directory).
+func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap.Entry, epoch, applied uint64, upTo journal.LSN) (string, int, error) {
+	if w.jrnl == nil {
+		return "", 0, nil
+	}
+	if upTo == 0 {
+		upTo = w.jrnl.Durable()
+	}
+	// Every record at or below the partner's consumer position was applied
+	// there (or was not for it): the tail lies above it.
+	from := journal.LSN(1)
+	for n, a := range w.cfg.partners {
+		if a == old.Partner {
+			if l, ok := w.jrnl.Acked("peer:" + n); ok {
+				from = l + 1
+			}
+		}
+	}
+	var recs []journal.Record
+	if from <= upTo {
+		r, err := w.jrnl.NewReader(from)
+		if err != nil {
+			return "", 0, fmt.Errorf("read the journal from %d: %w", from, err)
+		}
+		done, cancel := context.WithCancel(ctx)
+		cancel() // durable records only: never wait
+		for {
+			rec, err := r.Next(done)
+			if err != nil {
+				if errors.Is(err, context.Canceled) {
+					break
+				}
+				r.Close()
+				return "", 0, err
+			}
+			if rec.LSN > upTo {
+				break
+			}
+			if rec.Account == account && uint64(rec.LSN) > applied {
+				recs = append(recs, rec)
+			}
+		}
+		r.Close()
+	}
+	if len(recs) == 0 {
+		return "", 0, nil
+	}
+	dir := filepath.Join(w.cfg.state, "quarantine", fmt.Sprintf("%s-e%d-%s", pathSafe(account), old.Epoch, time.Now().UTC().Format("20060102T150405")))
+	if err := os.MkdirAll(filepath.Join(dir, "files"), 0o700); err != nil {
+		return "", 0, err
+	}
+	rep := quarantineReport{Account: account, Node: w.cfg.node, OldEpoch: old.Epoch, NewEpoch: epoch, Partner: old.Partner,
+		PartnerApplied: applied, Created: time.Now().UTC()}
+	files := map[[2]string]*quarantinedFile{}
+	file := func(tree, p string) *quarantinedFile {
+		k := [2]string{tree, p}
+		if files[k] == nil {
+			files[k] = &quarantinedFile{Tree: tree, Path: p, Mailbox: path.Dir(p)}
+		}
+		return files[k]
+	}
+	blobs := map[[2]string][32]byte{}
+	for _, r := range recs {
+		q := quarantinedRec{LSN: uint64(r.LSN), Op: opString(r.Op), Tree: r.Tree, Path: r.Path, NewPath: r.NewPath, Mailbox: path.Dir(r.Path)}
+		f := file(r.Tree, r.Path)
+		f.Ops = append(f.Ops, q.Op)
+		switch r.Op {
+		case journal.OpWrite:
+			q.Offset, q.Length = r.Offset, int64(len(r.Data))
+			f.Ranges = append(f.Ranges, [2]int64{r.Offset, r.Offset + int64(len(r.Data))})
+		case journal.OpTruncate:
+			q.Size = r.Size
+		case journal.OpMessage, journal.OpReplace:
+			q.Length, f.Whole = r.Size, true
+			if r.Hash != ([32]byte{}) {
+				blobs[[2]string{r.Tree, r.Path}] = r.Hash
+			}
+		case journal.OpCreate, journal.OpMkdir, journal.OpSymlink:
+			f.Whole = true
+		}
+		if r.NewPath != "" {
+			nf := file(r.Tree, r.NewPath)
+			nf.Ops = append(nf.Ops, q.Op+" (new name)")
+			nf.Whole = true
+		}
+		rep.Records = append(rep.Records, q)
+	}
+	for _, f := range files {
+		f.Ranges = mergeRanges(f.Ranges)
+		if c, err := w.keepCopy(dir, f, blobs); err != nil {
+			w.log.Warn("quarantine: could not copy a file", "tree", f.Tree, "path", f.Path, "err", err)
+		} else {
+			f.Copy = c
+		}
+		rep.Files = append(rep.Files, *f)
+	}
+	sort.Slice(rep.Files, func(i, j int) bool {
+		a, b := rep.Files[i], rep.Files[j]
+		return a.Tree < b.Tree || a.Tree == b.Tree && a.Path < b.Path
+	})
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return "", 0, err
+	}
+	if err := writeFileSynced(filepath.Join(dir, "report.json"), append(b, '\n')); err != nil {
+		return "", 0, err
+	}
+	if err := writeFileSynced(filepath.Join(dir, "report.txt"), []byte(formatQuarantine(&rep))); err != nil {
+		return "", 0, err
+	}
+	return dir, len(recs), nil
+}
+
+// keepCopy copies this node's version of f into dir/files (from the tree,
+// or from the blob store for a message file gone since); it returns the
+// copy's path relative to dir ("" for a directory or nothing to copy).
+func (w *roleSwitch) keepCopy(dir string, f *quarantinedFile, blobs map[[2]string][32]byte) (string, error) {
+	rel := filepath.Join("files", f.Tree, filepath.FromSlash(f.Path))
+	dst := filepath.Join(dir, rel)
+	var src io.ReadCloser
+	for _, t := range w.cfg.trees {
+		if t.name != f.Tree {
+			continue
+		}
+		p := filepath.Join(t.backing, filepath.FromSlash(f.Path))
+		fi, err := os.Lstat(p)
+		if err == nil && fi.IsDir() {
+			return "", os.MkdirAll(dst, 0o700)
+		}
+		if err == nil && fi.Mode().IsRegular() {
+			if fh, err := os.Open(p); err == nil {
+				src = fh
+			}
+		}
+	}
+	if h, ok := blobs[[2]string{f.Tree, f.Path}]; src == nil && ok && w.jrnl != nil {
+		if fh, err := w.jrnl.OpenBlob(h); err == nil {
+			src = fh
+		}
+	}
+	if src == nil {
+		return "", nil
+	}
+	defer src.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return "", err
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", err
+	}
+	_, err = io.Copy(out, src)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return rel, err
+}
+
+// mergeRanges sorts and merges overlapping or adjacent ranges.
+func mergeRanges(rs [][2]int64) [][2]int64 {
+	if len(rs) < 2 {
+		return rs
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i][0] < rs[j][0] })
+	out := rs[:1]
+	for _, r := range rs[1:] {
+		last := &out[len(out)-1]
+		if r[0] <= last[1] {
+			last[1] = max(last[1], r[1])
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func pathSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == '%' || r < ' ' {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+func opString(op journal.Op) string {
+	names := map[journal.Op]string{journal.OpMessage: "message", journal.OpWrite: "write", journal.OpTruncate: "truncate",
+		journal.OpReplace: "replace", journal.OpMkdir: "mkdir", journal.OpRmdir: "rmdir", journal.OpUnlink: "unlink",
+		journal.OpRename: "rename", journal.OpLink: "link", journal.OpSymlink: "symlink", journal.OpSetattr: "setattr",
+		journal.OpCreate: "create", journal.OpDirty: "dirty"}
+	if n, ok := names[op]; ok {
+		return n
+	}
+	return fmt.Sprintf("op%d", op)
+}
+
+// formatQuarantine is report.txt: what an admin reads first.
+func formatQuarantine(r *quarantineReport) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "quarantine of %s on %s, %s\n", r.Account, r.Node, r.Created.Format(time.RFC3339))
+	fmt.Fprintf(&sb, "failed over: epoch %d → %d (new master %s); it had applied our records through LSN %d\n",
+		r.OldEpoch, r.NewEpoch, r.Partner, r.PartnerApplied)
+	fmt.Fprintf(&sb, "%d unreplicated record(s), %d file(s); this node's copies under files/\n\n", len(r.Records), len(r.Files))
+	for _, f := range r.Files {
+		what := strings.Join(f.Ops, ",")
+		if len(f.Ranges) > 0 {
+			var rs []string
+			for _, x := range f.Ranges {
+				rs = append(rs, fmt.Sprintf("%d-%d", x[0], x[1]))
+			}
+			what += " bytes " + strings.Join(rs, ",")
+		}
+		if f.Whole {
+			what += " (whole file)"
+		}
+		fmt.Fprintf(&sb, "  %-5s %-40s mailbox %-30s %s\n", f.Tree, f.Path, f.Mailbox, what)
+	}
+	return sb.String()
+}
+
+// listQuarantines reads every report under state/quarantine.
+func listQuarantines(state string) ([]quarantineReport, []string, error) {
+	ents, err := os.ReadDir(filepath.Join(state, "quarantine"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []quarantineReport
+	var dirs []string
+	for _, de := range ents {
+		d := filepath.Join(state, "quarantine", de.Name())
+		b, err := os.ReadFile(filepath.Join(d, "report.json"))
+		if err != nil {
+			continue
+		}
+		var r quarantineReport
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", d, err)
+		}
+		out = append(out, r)
+		dirs = append(dirs, d)
+	}
+	return out, dirs, nil
+}

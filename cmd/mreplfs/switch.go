@@ -1,0 +1,679 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"mreplfs/fs"
+	"mreplfs/journal"
+	"mreplfs/peer"
+	"mreplfs/rolemap"
+)
+
+// The peer daemon's part in role changes (DESIGN.md §6): it answers the
+// admin requests of `mreplfs promote`, `demote` and `failover` (peer admin
+// connections over the replication listener), and resolves a two-phase
+// flip a crash left half done.
+//
+// The two-phase flip of an account between its master M and replica R, at
+// epoch e (the coordinator is the promote command):
+//
+//  1. freeze on M (its mount holds the account's mutations), drain M's
+//     records to R and check R applied them all;
+//  2. prepare on R, then on M: each writes a prepare file (state dir,
+//     roles/ACCOUNT.prepare) naming the account, old and new role, the new
+//     epoch e+1 and what the commit needs (the new master's journal
+//     position, where the new replica's applied position starts);
+//  3. commit on M — the decision point: M's role map says replica at e+1
+//     (rebuilt atomically), its mount reloads and unfreezes (held writes
+//     get EROFS), its sender reconnects without the account;
+//  4. commit on R: master at e+1, its receiver stops taking the account,
+//     its mount reloads and forgets the account's cached pages, its sender
+//     reconnects with it.
+//
+// A prepare file left by a crash is resolved by the higher epoch (resolve,
+// at start and every second): a role map already at e+1 finishes the
+// commit; a partner at e+1 makes this side commit; M aborts its prepare
+// once its deadline passed (its commit is refused after it, so the two
+// never race), and R aborts when M holds neither e+1 nor a prepare. Both
+// sides thus end at e (nothing changed) or at e+1 (roles swapped).
+
+// crashAt is the test hook of the crash-injection tests: with
+// MREPLFS_CRASH_AT=<point> the peer kills itself (SIGKILL) at that point
+// of a role change (crashPoints).
+var crashAt = os.Getenv("MREPLFS_CRASH_AT")
+
+// crashPoints are the points crashAt may name.
+var crashPoints = []string{"prepare", "commit-begin", "commit-rolemap", "commit-end"}
+
+func crashPoint(p string) {
+	if crashAt == p {
+		fmt.Fprintf(os.Stderr, "MREPLFS_CRASH_AT=%s: killing myself\n", p)
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+}
+
+// prepareFile is a prepared, uncommitted role change of one account.
+type prepareFile struct {
+	Account  string    `json:"account"`
+	OldRole  string    `json:"old_role"`
+	NewRole  string    `json:"new_role"`
+	OldEpoch uint64    `json:"old_epoch"`
+	NewEpoch uint64    `json:"new_epoch"`
+	Partner  string    `json:"partner"` // the partner's peer address
+	Deadline time.Time `json:"deadline"`
+	// PartnerLSN: for a new replica, the new master's journal position:
+	// its records of the account after the flip lie above it.
+	PartnerLSN uint64 `json:"partner_lsn,omitempty"`
+	// OwnLSN: for a new master, this node's journal position at prepare
+	// (the partner's applied position starts there).
+	OwnLSN uint64 `json:"own_lsn,omitempty"`
+}
+
+// roleSwitch is the peer daemon's role-change state.
+type roleSwitch struct {
+	cfg     *peerConfig
+	log     *slog.Logger
+	live    *rolemap.Live
+	applier *peer.DirApplier // nil without a receiver
+	recv    *peer.Receiver   // nil without a receiver
+	senders map[string]*peer.Sender
+	jrnl    peer.Journal // nil without a journal
+	fence   func(ctx context.Context, account string, epoch, applied uint64) error
+
+	mu sync.Mutex // one role change step at a time
+}
+
+func (w *roleSwitch) dir() string { return filepath.Join(w.cfg.state, "roles") }
+
+func (w *roleSwitch) preparePath(account string) string {
+	return filepath.Join(w.dir(), url.PathEscape(account)+".prepare")
+}
+
+func (w *roleSwitch) readPrepare(account string) (*prepareFile, error) {
+	b, err := os.ReadFile(w.preparePath(account))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var p prepareFile
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("prepare file of %s: %w", account, err)
+	}
+	return &p, nil
+}
+
+func (w *roleSwitch) writePrepare(p *prepareFile) error {
+	if err := os.MkdirAll(w.dir(), 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return writeFileSynced(w.preparePath(p.Account), b)
+}
+
+func (w *roleSwitch) removePrepare(account string) error {
+	if err := os.Remove(w.preparePath(account)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return syncDirOf(w.preparePath(account))
+}
+
+// writeFileSynced replaces p with b durably (temp, fsync, rename, fsync dir).
+func writeFileSynced(p string, b []byte) error {
+	tmp := p + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDirOf(p)
+}
+
+func syncDirOf(p string) error {
+	d, err := os.Open(filepath.Dir(p))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// entry is the account's current role map entry (from the file, not the
+// live copy, which may lag a poll behind).
+func (w *roleSwitch) entry(account string) (rolemap.Entry, bool, error) {
+	m, err := rolemap.Open(w.cfg.roles)
+	if err != nil {
+		return rolemap.Entry{}, false, err
+	}
+	defer m.Close()
+	e, ok, err := m.Get(account)
+	return e, ok, err
+}
+
+func ok(vals map[string]string) peer.AdminReply { return peer.AdminReply{Values: vals} }
+
+func refused(format string, a ...any) peer.AdminReply {
+	return peer.AdminReply{Status: peer.AdminRefused, Reason: fmt.Sprintf(format, a...)}
+}
+
+func failed(err error) peer.AdminReply {
+	return peer.AdminReply{Status: peer.AdminFailed, Reason: err.Error()}
+}
+
+func u(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// handle answers one admin request (peer.Receiver.Admin).
+func (w *roleSwitch) handle(ctx context.Context, node string, req peer.AdminRequest) peer.AdminReply {
+	if _, partner := w.cfg.partners[node]; node != w.cfg.node && !partner {
+		w.log.Warn("admin request refused: not this node or a partner", "from", node, "op", req.Op)
+		return refused("node %q may not steer this peer", node)
+	}
+	if req.Op != "query" && req.Op != "reconnect" {
+		w.log.Info("admin request", "from", node, "op", req.Op, "account", req.Account, "args", req.Args)
+	}
+	if req.Account == "" && req.Op != "reconnect" && req.Op != "accounts" {
+		return refused("%s: no account", req.Op)
+	}
+	switch req.Op {
+	case "query":
+		return w.query(req.Account)
+	case "accounts":
+		return w.accounts()
+	case "freeze":
+		return w.freeze(ctx, req)
+	case "unfreeze":
+		return w.unfreeze(ctx, req.Account)
+	case "drain":
+		return w.drain(ctx, req)
+	case "prepare":
+		return w.prepare(req)
+	case "commit":
+		return w.commit(ctx, req)
+	case "abort":
+		return w.abort(req)
+	case "takeover":
+		return w.takeover(ctx, req.Account)
+	case "reconnect":
+		for _, s := range w.senders {
+			s.Restart()
+		}
+		return ok(nil)
+	}
+	return failed(fmt.Errorf("unknown admin op %q", req.Op))
+}
+
+// query reports the account's role, epoch and replication state here.
+func (w *roleSwitch) query(account string) peer.AdminReply {
+	v := map[string]string{"node": w.cfg.node}
+	e, found, err := w.entry(account)
+	if err != nil {
+		return failed(err)
+	}
+	if !found {
+		e.Role = rolemap.Unknown
+	}
+	v["role"], v["epoch"], v["partner"] = e.Role.String(), u(e.Epoch), e.Partner
+	if w.applier != nil {
+		if p, err := w.applier.Position(account); err == nil {
+			v["applied"], v["state"], v["applied_epoch"] = u(uint64(p.Applied)), p.State.String(), u(p.Epoch)
+			if p.Reason != "" {
+				v["reason"] = p.Reason
+			}
+		}
+	}
+	if w.jrnl != nil {
+		v["durable"] = u(uint64(w.jrnl.Durable()))
+	}
+	if p, err := w.readPrepare(account); err == nil && p != nil {
+		v["prepared_epoch"], v["prepared_role"] = u(p.NewEpoch), p.NewRole
+	}
+	if s := w.senders[e.Partner]; s != nil && e.Role == rolemap.Master {
+		v["connected"] = strconv.FormatBool(s.Connected())
+	}
+	return ok(v)
+}
+
+// accounts lists the accounts of the role map with their roles
+// ("account=role:epoch" values).
+func (w *roleSwitch) accounts() peer.AdminReply {
+	m, err := rolemap.Open(w.cfg.roles)
+	if err != nil {
+		return failed(err)
+	}
+	defer m.Close()
+	v := map[string]string{}
+	for r, err := range m.All() {
+		if err != nil {
+			return failed(err)
+		}
+		v[r.Account] = r.Role.String() + ":" + u(r.Epoch) + ":" + r.Partner
+	}
+	return ok(v)
+}
+
+func (w *roleSwitch) control(ctx context.Context, req fs.ControlRequest) (fs.ControlReply, error) {
+	if w.cfg.control == "" || w.cfg.control == "none" {
+		return fs.ControlReply{}, errors.New("no control socket of the local mount configured")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rep, err := fs.ControlCall(cctx, w.cfg.control, req)
+	if err != nil {
+		return rep, fmt.Errorf("the local mount: %w", err)
+	}
+	if !rep.OK {
+		return rep, fmt.Errorf("the local mount: %s: %s", req.Cmd, rep.Error)
+	}
+	return rep, nil
+}
+
+// freeze freezes the account on this (master) node's mount.
+func (w *roleSwitch) freeze(ctx context.Context, req peer.AdminRequest) peer.AdminReply {
+	e, found, err := w.entry(req.Account)
+	if err != nil {
+		return failed(err)
+	}
+	if !found || e.Role != rolemap.Master {
+		return refused("%s is %s on %s, not master", req.Account, e.Role, w.cfg.node)
+	}
+	rep, err := w.control(ctx, fs.ControlRequest{Cmd: "freeze", Account: req.Account,
+		IdleMS: int64(req.Uint("idle_ms")), TimeoutMS: int64(req.Uint("timeout_ms"))})
+	if err != nil {
+		if rep.Busy {
+			return refused("busy: %s", rep.Error)
+		}
+		return failed(err)
+	}
+	return ok(map[string]string{"lsn": u(rep.LSN), "durable": u(rep.Durable)})
+}
+
+func (w *roleSwitch) unfreeze(ctx context.Context, account string) peer.AdminReply {
+	rep, err := w.control(ctx, fs.ControlRequest{Cmd: "unfreeze", Account: account})
+	if err != nil {
+		return failed(err)
+	}
+	return ok(map[string]string{"was_frozen": strconv.FormatBool(rep.Count == 1)})
+}
+
+// drain waits until the partner acknowledged the account's records through
+// the journal position "upto".
+func (w *roleSwitch) drain(ctx context.Context, req peer.AdminRequest) peer.AdminReply {
+	e, found, err := w.entry(req.Account)
+	if err != nil {
+		return failed(err)
+	}
+	if !found || e.Role != rolemap.Master {
+		return refused("%s is %s on %s, not master", req.Account, e.Role, w.cfg.node)
+	}
+	s := w.senders[e.Partner]
+	if s == nil {
+		return refused("no sender to %s here", e.Partner)
+	}
+	to := time.Duration(req.Uint("timeout_ms")) * time.Millisecond
+	if to <= 0 {
+		to = 10 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, to)
+	defer cancel()
+	sent, applied, err := s.Drain(dctx, req.Account, journal.LSN(req.Uint("upto")))
+	if err != nil {
+		if errors.Is(err, peer.ErrNotShipped) {
+			return refused("diverged or not replicating: the partner does not take %s (see its status)", req.Account)
+		}
+		return refused("peer down or slow: %v", err)
+	}
+	return ok(map[string]string{"sent": u(sent), "applied": u(applied)})
+}
+
+// prepare records a prepared flip of the account to args role at args epoch.
+func (w *roleSwitch) prepare(req peer.AdminRequest) peer.AdminReply {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e, found, err := w.entry(req.Account)
+	if err != nil {
+		return failed(err)
+	}
+	newRole, err := rolemap.ParseRole(req.Args["role"])
+	if err != nil || newRole == rolemap.Local {
+		return failed(fmt.Errorf("prepare: bad role %q", req.Args["role"]))
+	}
+	epoch := req.Uint("epoch")
+	switch {
+	case !found:
+		return refused("%s is not in the role map of %s", req.Account, w.cfg.node)
+	case e.Epoch+1 != epoch:
+		return refused("%s is at epoch %d on %s; cannot prepare epoch %d", req.Account, e.Epoch, w.cfg.node, epoch)
+	case e.Role == newRole || e.Role != rolemap.Master && e.Role != rolemap.Replica:
+		return refused("%s is %s on %s; cannot become %s", req.Account, e.Role, w.cfg.node, newRole)
+	}
+	if p, err := w.readPrepare(req.Account); err != nil {
+		return failed(err)
+	} else if p != nil && p.NewEpoch != epoch {
+		return refused("%s has another role change prepared (epoch %d)", req.Account, p.NewEpoch)
+	}
+	if newRole == rolemap.Master && w.applier != nil {
+		if p, err := w.applier.Position(req.Account); err == nil && p.State != peer.StateOK {
+			return refused("diverged: the replica of %s on %s is %s (%s)", req.Account, w.cfg.node, p.State, p.Reason)
+		}
+	}
+	p := &prepareFile{Account: req.Account, OldRole: e.Role.String(), NewRole: newRole.String(), OldEpoch: e.Epoch,
+		NewEpoch: epoch, Partner: e.Partner, PartnerLSN: req.Uint("partner_lsn"),
+		Deadline: time.Now().Add(time.Duration(req.Uint("deadline_ms")) * time.Millisecond)}
+	if w.jrnl != nil {
+		p.OwnLSN = uint64(w.jrnl.Durable())
+	}
+	if err := w.writePrepare(p); err != nil {
+		return failed(err)
+	}
+	crashPoint("prepare")
+	return ok(map[string]string{"own_lsn": u(p.OwnLSN)})
+}
+
+// commit carries out the prepared flip (idempotent: a flip already in the
+// role map is finished).
+func (w *roleSwitch) commit(ctx context.Context, req peer.AdminRequest) peer.AdminReply {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	crashPoint("commit-begin")
+	p, err := w.readPrepare(req.Account)
+	if err != nil {
+		return failed(err)
+	}
+	epoch := req.Uint("epoch")
+	if p == nil || p.NewEpoch != epoch {
+		e, _, err := w.entry(req.Account)
+		if err == nil && e.Epoch == epoch {
+			return ok(map[string]string{"epoch": u(e.Epoch), "role": e.Role.String()}) // done before
+		}
+		return refused("no prepared role change of %s to epoch %d here (aborted?)", req.Account, epoch)
+	}
+	if p.OldRole == "master" && time.Now().After(p.Deadline) {
+		return refused("the prepared role change of %s passed its deadline (%s ago); it is aborted", req.Account, time.Since(p.Deadline).Round(time.Millisecond))
+	}
+	if err := w.apply(ctx, p); err != nil {
+		return failed(err)
+	}
+	crashPoint("commit-end")
+	return ok(map[string]string{"epoch": u(p.NewEpoch), "role": p.NewRole})
+}
+
+// apply makes the prepared flip p real; w.mu held. Every step is
+// idempotent, so a crash anywhere is finished by running it again.
+func (w *roleSwitch) apply(ctx context.Context, p *prepareFile) error {
+	role, _ := rolemap.ParseRole(p.NewRole)
+	if role == rolemap.Replica && w.applier != nil {
+		// The new master's records start after PartnerLSN.
+		if err := w.applier.SetPosition(p.Account, peer.AccountPos{Applied: journal.LSN(p.PartnerLSN), Epoch: p.NewEpoch, State: peer.StateOK}); err != nil {
+			return fmt.Errorf("set the replica position of %s: %w", p.Account, err)
+		}
+	}
+	if role == rolemap.Master {
+		if s := w.senders[p.Partner]; s != nil {
+			s.SetKnown(p.Account, p.OwnLSN)
+		}
+	}
+	if err := w.setRole(ctx, p.Account, rolemap.Entry{Role: role, Partner: p.Partner, Epoch: p.NewEpoch}); err != nil {
+		return err
+	}
+	if err := w.removePrepare(p.Account); err != nil {
+		w.log.Warn("remove prepare file", "account", p.Account, "err", err)
+	}
+	w.log.Info("role change committed", "account", p.Account, "role", p.NewRole, "epoch", p.NewEpoch)
+	return nil
+}
+
+// setRole writes the account's new entry to the role map (the commit
+// point) and makes it take effect at once in this peer and the mount.
+func (w *roleSwitch) setRole(ctx context.Context, account string, e rolemap.Entry) error {
+	cur, found, err := w.entry(account)
+	if err != nil {
+		return err
+	}
+	if !found || cur != e {
+		if _, err := rolemap.Update(w.cfg.roles, map[string]rolemap.Entry{account: e}); err != nil {
+			return err
+		}
+	}
+	crashPoint("commit-rolemap")
+	if err := w.live.Reload(); err != nil {
+		w.log.Warn("reload role map", "err", err)
+	}
+	if e.Role == rolemap.Master && w.recv != nil {
+		w.recv.Revoke(account)
+	}
+	// The mount polls the role map too: a failure here only delays it.
+	if _, err := w.control(ctx, fs.ControlRequest{Cmd: "reload"}); err != nil {
+		w.log.Warn("mount did not reload the role map (it will at its next poll)", "err", err)
+	}
+	if e.Role == rolemap.Master {
+		if _, err := w.control(ctx, fs.ControlRequest{Cmd: "forget", Account: account}); err != nil {
+			w.log.Warn("mount did not forget the account's cached data", "account", account, "err", err)
+		}
+	} else if _, err := w.control(ctx, fs.ControlRequest{Cmd: "unfreeze", Account: account}); err != nil {
+		w.log.Warn("unfreeze", "account", account, "err", err)
+	}
+	if s := w.senders[e.Partner]; s != nil {
+		s.Restart()
+	}
+	return nil
+}
+
+// abort drops a prepared flip that was not committed.
+func (w *roleSwitch) abort(req peer.AdminRequest) peer.AdminReply {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p, err := w.readPrepare(req.Account)
+	if err != nil {
+		return failed(err)
+	}
+	if p == nil || p.NewEpoch != req.Uint("epoch") {
+		return ok(nil)
+	}
+	if e, _, err := w.entry(req.Account); err == nil && e.Epoch >= p.NewEpoch {
+		return refused("the role change of %s to epoch %d is committed here", req.Account, p.NewEpoch)
+	}
+	if err := w.removePrepare(req.Account); err != nil {
+		return failed(err)
+	}
+	w.log.Info("role change aborted", "account", req.Account, "epoch", p.NewEpoch)
+	return ok(nil)
+}
+
+// takeover makes this node master of a replica account at epoch+1 at once
+// (failover: the master is unreachable).
+func (w *roleSwitch) takeover(ctx context.Context, account string) peer.AdminReply {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e, found, err := w.entry(account)
+	if err != nil {
+		return failed(err)
+	}
+	if !found || e.Role != rolemap.Replica {
+		return refused("%s is %s on %s, not replica", account, e.Role, w.cfg.node)
+	}
+	if p, err := w.readPrepare(account); err == nil && p != nil {
+		w.removePrepare(account) // superseded by the higher epoch
+	}
+	ne := rolemap.Entry{Role: rolemap.Master, Partner: e.Partner, Epoch: e.Epoch + 1}
+	if err := w.setRole(ctx, account, ne); err != nil {
+		return failed(err)
+	}
+	w.log.Warn("failover: took over as master", "account", account, "epoch", ne.Epoch)
+	var applied uint64
+	if w.applier != nil {
+		if p, err := w.applier.Position(account); err == nil {
+			applied = uint64(p.Applied)
+		}
+	}
+	return ok(map[string]string{"epoch": u(ne.Epoch), "applied": u(applied)})
+}
+
+// resolveLoop resolves leftover prepare files at start and every second.
+func (w *roleSwitch) resolveLoop(ctx context.Context, dial func(ctx context.Context, addr string) (*peer.AdminClient, error)) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		w.resolve(ctx, dial)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// resolve settles every prepare file by the higher epoch (see the top).
+func (w *roleSwitch) resolve(ctx context.Context, dial func(ctx context.Context, addr string) (*peer.AdminClient, error)) {
+	ents, err := os.ReadDir(w.dir())
+	if err != nil {
+		return
+	}
+	for _, de := range ents {
+		name, isPrep := strings.CutSuffix(de.Name(), ".prepare")
+		if !isPrep {
+			continue
+		}
+		account, err := url.PathUnescape(name)
+		if err != nil {
+			continue
+		}
+		w.resolveOne(ctx, account, dial)
+	}
+}
+
+func (w *roleSwitch) resolveOne(ctx context.Context, account string, dial func(ctx context.Context, addr string) (*peer.AdminClient, error)) {
+	w.mu.Lock()
+	p, err := w.readPrepare(account)
+	if err != nil || p == nil {
+		w.mu.Unlock()
+		return
+	}
+	e, _, err := w.entry(account)
+	if err != nil {
+		w.mu.Unlock()
+		return
+	}
+	switch {
+	case e.Epoch == p.NewEpoch && e.Role.String() == p.NewRole:
+		w.log.Info("resolving a role change cut short: it is committed here; finishing it", "account", account, "epoch", p.NewEpoch)
+		if err := w.apply(ctx, p); err != nil {
+			w.log.Warn("finishing a committed role change", "account", account, "err", err)
+		}
+		w.mu.Unlock()
+		return
+	case e.Epoch >= p.NewEpoch:
+		w.log.Info("resolving a role change cut short: superseded by a higher epoch", "account", account, "prepared", p.NewEpoch, "epoch", e.Epoch)
+		w.removePrepare(account)
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
+	if time.Since(p.Deadline) < 0 {
+		return // the coordinator may still be at work
+	}
+	// Ask the partner (outside the lock: it may be asking us).
+	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var q peer.AdminReply
+	c, err := dial(qctx, p.Partner)
+	if err == nil {
+		q, err = c.Call(qctx, peer.AdminRequest{Op: "query", Account: account})
+		c.Close()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if cur, _ := w.readPrepare(account); cur == nil || cur.NewEpoch != p.NewEpoch {
+		return // resolved meanwhile
+	}
+	if err != nil || q.Err() != nil {
+		if p.OldRole == "master" {
+			// Our commit is the decision and it is refused after the
+			// deadline: nobody can have committed.
+			w.log.Warn("resolving a role change cut short: partner unreachable, aborting it here (this node committed nothing)", "account", account, "epoch", p.NewEpoch, "err", err)
+			w.removePrepare(account)
+		}
+		return
+	}
+	pe := q.Uint("epoch")
+	switch {
+	case pe == p.NewEpoch:
+		w.log.Info("resolving a role change cut short: the partner committed it; committing here", "account", account, "epoch", p.NewEpoch)
+		if err := w.apply(ctx, p); err != nil {
+			w.log.Warn("committing a role change", "account", account, "err", err)
+		}
+	case pe > p.NewEpoch:
+		w.log.Info("resolving a role change cut short: the partner is at a higher epoch", "account", account, "prepared", p.NewEpoch, "partner", pe)
+		w.removePrepare(account)
+	case p.OldRole == "master" || q.Values["prepared_epoch"] != u(p.NewEpoch):
+		// The old master never committed (it decides first), or it holds
+		// no prepare any more: abort.
+		w.log.Info("resolving a role change cut short: not committed; aborting", "account", account, "epoch", p.NewEpoch)
+		w.removePrepare(account)
+	}
+}
+
+// dialAdmin opens an admin connection to the peer at addr (this node's own
+// listener, or a partner's), with this node's certificate.
+func (c *peerConfig) dialAdmin(ctx context.Context, addr string) (*peer.AdminClient, error) {
+	node := ""
+	if addr == c.listen {
+		node = c.node
+	}
+	for n, a := range c.partners {
+		if a == addr {
+			node = n
+		}
+	}
+	if node == "" {
+		return nil, fmt.Errorf("no partner with peer address %s in the config", addr)
+	}
+	cli, err := c.tls.ClientConfig(node)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return peer.DialAdmin(ctx, addr, cli, nil)
+}
+
+// stale is the sender's OnStale: the partner took the account over at a
+// higher epoch while this node was away (a failover).
+func (w *roleSwitch) stale(ctx context.Context, account string, epoch, applied uint64) {
+	if w.fence == nil {
+		w.log.Error("account failed over to the partner, and this peer cannot fence it", "account", account, "epoch", epoch)
+		return
+	}
+	go func() {
+		if err := w.fence(ctx, account, epoch, applied); err != nil {
+			w.log.Error("fencing a failed-over account", "account", account, "epoch", epoch, "err", err)
+		}
+	}()
+}

@@ -100,5 +100,17 @@
 // # Control socket (control.go)
 //
 // A unix socket (mode 0600, peer uid 0 only), one JSON request and one JSON
-// reply per line, versioned ("v":1): ping, status, reload, forget.
+// reply per line, versioned ("v":1): ping, status, reload, forget, freeze,
+// unfreeze.
+//
+// # Freeze (freeze.go)
+//
+// A role change freezes an account on its master: granted only if the
+// account has no open file handle and no mutation within an idle time;
+// then every new mutation of the account waits in the guard (before the
+// role lookup) until unfreeze or the freeze's timeout, and the freeze waits
+// for the mutations already past the guard (each guarded operation enters
+// the account's gate and leaves it once its record is appended) and syncs
+// the journal. It reports the account's last LSN and the journal's durable
+// position. Held mutations then meet the role as it is: EROFS after a flip.
 package fs

@@ -112,6 +112,26 @@
 //	              mode (Sender.OnAcked) and does nothing else with them: the
 //	              consumer position advances on the Ack only.
 //
+// Admin connections (admin.go; role changes, cmd/mreplfs):
+//
+//	Admin      (16) client → peer, the first frame instead of a Hello, and
+//	              every later frame of the connection: uvarint version (1),
+//	              string op, string account, list of {string key, string
+//	              value} (keys unique; sorted when sent).
+//	AdminReply (17) peer → client, one per Admin, in order: u8 status (0
+//	              ok, 1 refused, 2 failed), string reason, list of {string
+//	              key, string value}.
+//
+// The client presents its node certificate: a peer takes admin requests
+// from itself (the promote command on its own server) and its partners.
+// The ops (query, accounts, freeze, unfreeze, drain, prepare, commit, abort,
+// takeover, digest, reconnect) and their keys are cmd/mreplfs's (switch.go); the
+// admin layout has its own version (AdminVersion), independent of the
+// replication Version: an admin connection never says Hello.
+// A Welcome position in state 3 (refused) carries the receiver's epoch and
+// applied position when its epoch is higher than the sender's: a master
+// that was failed over learns it on its next handshake (Sender.OnStale).
+//
 // # Full resync
 //
 // An account is resynced in full when the journal cannot bring its replica

@@ -77,6 +77,9 @@
 // of lookups in progress), and a lookup that loses that race retries on the
 // current map, so no lookup ever reads unmapped memory.
 //
+// Update rebuilds the map with some entries changed (a promote, demote or
+// failover), atomically like Build; calls in one process are serialised.
+//
 // # Not yet here: the overlay
 //
 // A CDB is immutable, and rebuilding a million-account file for every role

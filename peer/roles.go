@@ -24,7 +24,22 @@ func (s *Sender) Restart() {
 	s.curMu.Unlock()
 	if c != nil {
 		c.stop(errRestart)
+		return
 	}
+	select { // waiting to reconnect: now
+	case s.kicked() <- struct{}{}:
+	default:
+	}
+}
+
+// kicked is the channel Restart signals while Run waits to reconnect.
+func (s *Sender) kicked() chan struct{} {
+	s.curMu.Lock()
+	defer s.curMu.Unlock()
+	if s.kick == nil {
+		s.kick = make(chan struct{}, 1)
+	}
+	return s.kick
 }
 
 // Connected reports whether a session is streaming.

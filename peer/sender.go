@@ -94,7 +94,8 @@ type Sender struct {
 	known knownStore
 
 	curMu sync.Mutex
-	cur   *sconn // the streaming session, if connected
+	cur   *sconn        // the streaming session, if connected
+	kick  chan struct{} // Restart: cut a reconnect backoff short
 }
 
 // SenderStats are the sender's counters (read with atomic loads).
@@ -146,6 +147,8 @@ func (s *Sender) Run(ctx context.Context) error {
 		s.logger().Warn("replication link down; reconnecting", "addr", s.Addr, "err", err, "in", backoff)
 		select {
 		case <-time.After(backoff + time.Duration(rand.Int64N(int64(backoff/4)+1))):
+		case <-s.kicked():
+			backoff = 100 * time.Millisecond
 		case <-ctx.Done():
 		}
 		backoff = min(backoff*2, 5*time.Second)

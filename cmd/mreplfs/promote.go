@@ -198,6 +198,10 @@ func (co *coordinator) close() {
 	}
 }
 
+// errPeerDown is wrapped by call when the peer did not answer (the request
+// may or may not have been carried out).
+var errPeerDown = errors.New("peer down")
+
 // call sends one admin request to the peer at addr (dialling it if needed).
 func (co *coordinator) call(ctx context.Context, addr string, req peer.AdminRequest) (peer.AdminReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, co.o.timeout+5*time.Second)
@@ -206,14 +210,14 @@ func (co *coordinator) call(ctx context.Context, addr string, req peer.AdminRequ
 	if c == nil {
 		var err error
 		if c, err = co.cfg.dialAdmin(ctx, addr); err != nil {
-			return peer.AdminReply{}, withCode(ExitRefused, fmt.Errorf("peer down: %s: %w", addr, err))
+			return peer.AdminReply{}, withCode(ExitRefused, fmt.Errorf("%w: %s: %w", errPeerDown, addr, err))
 		}
 		co.conns[addr] = c
 	}
 	rep, err := c.Call(ctx, req)
 	if err != nil {
 		delete(co.conns, addr)
-		return rep, withCode(ExitRefused, fmt.Errorf("peer down: %w", err))
+		return rep, withCode(ExitRefused, fmt.Errorf("%w: %w", errPeerDown, err))
 	}
 	if err := rep.Err(); err != nil {
 		code := ExitFailure
@@ -259,6 +263,14 @@ func (co *coordinator) swap(ctx context.Context, account string) (err error) {
 	qm, err := co.call(ctx, mAddr, peer.AdminRequest{Op: "query", Account: account})
 	if err != nil {
 		return err
+	}
+	// A sender reconnects after every role change (its account list
+	// changed): give it the step timeout to come back.
+	for wait := time.Now().Add(co.o.timeout); qm.Values["connected"] != "true" && time.Now().Before(wait); {
+		time.Sleep(20 * time.Millisecond)
+		if qm, err = co.call(ctx, mAddr, peer.AdminRequest{Op: "query", Account: account}); err != nil {
+			return err
+		}
 	}
 	qr, err := co.call(ctx, rAddr, peer.AdminRequest{Op: "query", Account: account})
 	if err != nil {
@@ -336,6 +348,13 @@ func (co *coordinator) swap(ctx context.Context, account string) (err error) {
 	t = co.step("prepare", t, "epoch %s prepared on %s and %s", ne, rNode, mNode)
 
 	if _, err := co.call(ctx, mAddr, peer.AdminRequest{Op: "commit", Account: account, Args: map[string]string{"epoch": ne}}); err != nil {
+		if errors.Is(err, errPeerDown) {
+			// The commit may have happened: only the peers can tell. Their
+			// resolvers settle it (the higher epoch decides) once the
+			// prepare deadline passed; an abort now could split them.
+			committed = true // nor may the account be unfrozen as master
+			return withCode(ExitFailure, fmt.Errorf("outcome unknown: %s did not answer the commit (%w); the peers resolve it within seconds (mreplfs status, role maps)", mNode, err))
+		}
 		abort()
 		return err
 	}

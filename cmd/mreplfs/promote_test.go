@@ -324,3 +324,117 @@ func TestFailover(t *testing.T) {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// startPeerEnv starts s's peer like cluster.startPeer, with extra
+// environment variables (the crash hook).
+func (c *cluster) startPeerEnv(s *node, env ...string) error {
+	lf, err := os.OpenFile(s.peerLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+s.ns, c.self, "peer", "-config", s.peerConf())
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return err
+	}
+	s.peer, s.peerLogFile = cmd, lf
+	return nil
+}
+
+// masterOf returns which of the pair masters account (by the role map
+// files), and the other.
+func masterOf(t *testing.T, account string, a, b *node) (m, r *node) {
+	t.Helper()
+	if a.role(t, account).Role == rolemap.Master {
+		return a, b
+	}
+	return b, a
+}
+
+// waitAgreed waits until both servers' role maps agree on account (same
+// epoch, one master and one replica) and neither holds a prepare file.
+func waitAgreed(t *testing.T, account string, a, b *node, timeout time.Duration) (epoch uint64) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ea, eb := a.role(t, account), b.role(t, account)
+		_, pa := os.Stat(filepath.Join(a.dir, "peer", "roles", account+".prepare"))
+		_, pb := os.Stat(filepath.Join(b.dir, "peer", "roles", account+".prepare"))
+		roles := ea.Role == rolemap.Master && eb.Role == rolemap.Replica || ea.Role == rolemap.Replica && eb.Role == rolemap.Master
+		if ea.Epoch == eb.Epoch && roles && errors.Is(pa, os.ErrNotExist) && errors.Is(pb, os.ErrNotExist) {
+			return ea.Epoch
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: role maps do not agree after %v: %s %+v (prepare: %v), %s %+v (prepare: %v)",
+				account, timeout, a.node, ea, pa == nil, b.node, eb, pb == nil)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPromoteCrash kills (SIGKILL, MREPLFS_CRASH_AT) the old master's or the
+// old replica's peer at every step of the two-phase flip, restarts it, and
+// checks that both servers end agreeing on alice's roles — at the old epoch
+// (nothing changed) or the new one (swapped) — and that replication then
+// works from the agreed master with nothing lost or applied twice (the
+// replica's pre-state checks would quarantine a record applied twice).
+func TestPromoteCrash(t *testing.T) {
+	c := newTestCluster(t, [][]string{{"alice", "carol"}, {"bob", "dave"}})
+	a, b := c.servers[0], c.servers[1]
+	ctx := context.Background()
+	dels := map[*node]*cyrusload.Deliverer{a: cyrusload.New(a.spool()), b: cyrusload.New(b.spool())}
+	deliverTo(t, a, dels[a], "alice", 5)
+	sameAccount(t, "alice", a, b, 30*time.Second)
+	round := 0
+	for _, point := range crashPoints {
+		for _, side := range []string{"master", "replica"} {
+			round++
+			m, r := masterOf(t, "alice", a, b)
+			victim := m
+			if side == "replica" {
+				victim = r
+			}
+			epoch := m.role(t, "alice").Epoch
+			mark := "MREPLFS_CRASH_AT=" + point + ": killing myself"
+			before, _ := os.ReadFile(victim.peerLog())
+			c.killPeer(victim)
+			if err := c.startPeerEnv(victim, "MREPLFS_CRASH_AT="+point); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.waitConnected(ctx, 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // idle
+			out, code := c.admin(ctx, a, "promote", "-config", a.peerConf(), "-idle", "100ms", "-freeze", "3s", "-timeout", "10s", "alice")
+			after, _ := os.ReadFile(victim.peerLog())
+			if strings.Count(string(after), mark) != strings.Count(string(before), mark)+1 {
+				t.Fatalf("%s on the %s (%s): the peer did not crash there; promote exit %d:\n%s", point, side, victim.node, code, out)
+			}
+			c.killPeer(victim) // reap it
+			if err := c.startPeer(victim); err != nil {
+				t.Fatal(err)
+			}
+			got := waitAgreed(t, "alice", a, b, 30*time.Second)
+			nm, nr := masterOf(t, "alice", a, b)
+			t.Logf("crash at %s on the old %s (%s): promote exit %d; resolved to epoch %d, master %s\n%s", point, side, victim.node, code, got, nm.node, out)
+			if got != epoch && got != epoch+1 || (got == epoch) != (nm == m) {
+				t.Fatalf("resolved to epoch %d with master %s (was %d with master %s)", got, nm.node, epoch, m.node)
+			}
+			if code == 0 && got != epoch+1 {
+				t.Fatalf("promote reported success, but the flip was undone")
+			}
+			if err := c.waitConnected(ctx, 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			// Replication from the agreed master: nothing lost, nothing twice.
+			deliverTo(t, nm, dels[nm], fmt.Sprintf("alice/R%d", round), 3)
+			sameAccount(t, "alice", nm, nr, 30*time.Second)
+			writeRefused(t, nr, "alice")
+			if st := nr.status().Accounts["alice"]; st.State.String() != "ok" {
+				t.Fatalf("alice on the replica %s: %+v", nr.node, st)
+			}
+		}
+	}
+}

@@ -438,3 +438,105 @@ func TestPromoteCrash(t *testing.T) {
 		}
 	}
 }
+
+// otherLoad delivers to mailboxes on their servers until stop is closed,
+// and returns each delivery's duration. Any error fails the test.
+func otherLoad(t *testing.T, targets map[*node]string, pause time.Duration, stop <-chan struct{}) func() []time.Duration {
+	type res struct {
+		d   []time.Duration
+		err error
+	}
+	ch := make(chan res, len(targets))
+	for s, mb := range targets {
+		go func() {
+			d := cyrusload.New(s.spool())
+			var r res
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					ch <- r
+					return
+				default:
+				}
+				t0 := time.Now()
+				if _, err := d.Deliver([]string{mb}, cyrusload.Body(i, 2000, "load")); err != nil {
+					r.err = fmt.Errorf("deliver to %s on %s: %w", mb, s.node, err)
+					ch <- r
+					return
+				}
+				r.d = append(r.d, time.Since(t0))
+				time.Sleep(pause)
+			}
+		}()
+	}
+	return func() []time.Duration {
+		var all []time.Duration
+		for range targets {
+			r := <-ch
+			if r.err != nil {
+				t.Error(r.err)
+			}
+			all = append(all, r.d...)
+		}
+		return all
+	}
+}
+
+// TestPromoteBackAndForth swaps alice between the servers many times while
+// the other accounts take mail on both, each time writing to alice on her
+// new master; then moves every account off srv-a with -all-from. Every swap
+// succeeds, no delivery to the other accounts fails, and every account ends
+// identical on both servers with its replica in state ok.
+func TestPromoteBackAndForth(t *testing.T) {
+	c := newTestCluster(t, [][]string{{"alice", "carol"}, {"bob", "dave"}})
+	a, b := c.servers[0], c.servers[1]
+	ctx := context.Background()
+	dels := map[*node]*cyrusload.Deliverer{a: cyrusload.New(a.spool()), b: cyrusload.New(b.spool())}
+	deliverTo(t, a, dels[a], "alice", 3)
+	sameAccount(t, "alice", a, b, 30*time.Second)
+	stop := make(chan struct{})
+	wait := otherLoad(t, map[*node]string{a: "carol/Load", b: "bob/Load"}, 5*time.Millisecond, stop)
+	const swaps = 20
+	for i := 0; i < swaps; i++ {
+		from := []*node{a, b}[i%2] // run it on alternate servers
+		out, code := c.admin(ctx, from, "promote", "-config", from.peerConf(), "-idle", "50ms", "alice")
+		if code != 0 {
+			close(stop)
+			wait()
+			t.Fatalf("swap %d (run on %s): exit %d:\n%s", i+1, from.node, code, out)
+		}
+		m, _ := masterOf(t, "alice", a, b)
+		deliverTo(t, m, dels[m], fmt.Sprintf("alice/S%d", i), 1)
+		time.Sleep(60 * time.Millisecond) // idle again
+	}
+	close(stop)
+	ds := wait()
+	t.Logf("%d swaps; %d deliveries to the other accounts meanwhile", swaps, len(ds))
+	if e := a.role(t, "alice"); e.Role != rolemap.Master || e.Epoch != swaps+1 {
+		t.Errorf("alice on %s after %d swaps: %+v", a.node, swaps, e)
+	}
+	for _, acct := range []string{"alice", "carol"} {
+		sameAccount(t, acct, a, b, 30*time.Second)
+	}
+	sameAccount(t, "bob", b, a, 30*time.Second)
+
+	// Everything off srv-a (e.g. for its OS upgrade).
+	out, code := c.admin(ctx, b, "promote", "-config", b.peerConf(), "-idle", "50ms", "-all-from", a.node)
+	if code != 0 || !strings.Contains(out, "[2/2]") || !strings.Contains(out, "2 of 2 account(s) swapped") {
+		t.Fatalf("promote -all-from %s: exit %d:\n%s", a.node, code, out)
+	}
+	for _, acct := range []string{"alice", "carol", "bob", "dave"} {
+		if e := a.role(t, acct); e.Role != rolemap.Replica {
+			t.Errorf("%s on %s after -all-from: %+v", acct, a.node, e)
+		}
+	}
+	deliverTo(t, b, dels[b], "carol/AfterMove", 2)
+	for _, acct := range []string{"alice", "carol", "bob"} {
+		sameAccount(t, acct, b, a, 30*time.Second)
+	}
+	for _, acct := range []string{"alice", "carol", "bob"} {
+		if st := a.status().Accounts[acct]; st.State.String() != "ok" {
+			t.Errorf("%s on %s: %+v", acct, a.node, st)
+		}
+	}
+}

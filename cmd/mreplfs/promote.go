@@ -24,7 +24,7 @@ the same swap, named from either side; run it on either server. For each
 account it checks both peers agree on its roles and the replica is in sync,
 freezes it on the master (refused if it has open files or changed within
 -idle), drains its records to the replica and confirms the replica applied
-them all, then flips the roles at epoch+1 on both servers in a crash-safe
+them all (-verify: and that every file hashes the same on both), then flips the roles at epoch+1 on both servers in a crash-safe
 two-phase step (prepare on both, commit on both), and unfreezes: writes held
 meanwhile get EROFS on the old master; the new master is writable at once,
 and replication runs the other way.
@@ -47,6 +47,7 @@ func runDemote(ctx context.Context, e *env, args []string) error {
 
 // swapOptions are the timing knobs of a swap.
 type swapOptions struct {
+	verify  bool          // compare content digests before the flip
 	idle    time.Duration // the account must have been idle this long
 	freeze  time.Duration // a freeze ends by itself after this (coordinator died)
 	timeout time.Duration // drain and every other step
@@ -58,6 +59,7 @@ func runSwap(ctx context.Context, e *env, name string, args []string) error {
 	allFrom := fl.String("all-from", "", "move every account mastered on `NODE` (node id or peer address)")
 	parallel := fl.Int("parallel", 1, "with -all-from: accounts swapped at once")
 	var o swapOptions
+	fl.BoolVar(&o.verify, "verify", false, "before the flip, check the replica's files hash the same as the master's (reads the account on both)")
 	fl.DurationVar(&o.idle, "idle", 500*time.Millisecond, "refuse an account changed within this time")
 	fl.DurationVar(&o.freeze, "freeze", 10*time.Second, "a freeze lifts by itself after this (if this command dies)")
 	fl.DurationVar(&o.timeout, "timeout", 10*time.Second, "give up a step (drain, a peer's answer) after this")
@@ -323,6 +325,22 @@ func (co *coordinator) swap(ctx context.Context, account string) (err error) {
 			rNode, account, qr.Uint("applied"), qr.Values["state"], need))
 	}
 	t = co.step("confirm", t, "%s applied through %d, the master's last record of %s", rNode, qr.Uint("applied"), account)
+
+	if co.o.verify {
+		dm, err := co.call(ctx, mAddr, peer.AdminRequest{Op: "digest", Account: account})
+		if err != nil {
+			return err
+		}
+		dr, err := co.call(ctx, rAddr, peer.AdminRequest{Op: "digest", Account: account})
+		if err != nil {
+			return err
+		}
+		if dm.Values["digest"] != dr.Values["digest"] {
+			return withCode(ExitRefused, fmt.Errorf("diverged: the content of %s differs: %s lists %d entries (%.12s), %s lists %d (%.12s)",
+				account, mNode, dm.Uint("entries"), dm.Values["digest"], rNode, dr.Uint("entries"), dr.Values["digest"]))
+		}
+		t = co.step("verify", t, "%d files and directories hash the same on both", dm.Uint("entries"))
+	}
 
 	left := co.o.freeze - time.Since(frozenAt)
 	if left < co.o.freeze/2 {

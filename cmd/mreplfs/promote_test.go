@@ -39,7 +39,7 @@ func (c *cluster) admin(ctx context.Context, s *node, args ...string) (string, i
 func (s *node) peerConf() string { return filepath.Join(s.dir, "peer.conf") }
 
 // role returns account's entry in s's role map file.
-func (s *node) role(t *testing.T, account string) rolemap.Entry {
+func (s *node) role(t testing.TB, account string) rolemap.Entry {
 	t.Helper()
 	m, err := rolemap.Open(filepath.Join(s.dir, "roles.cdb"))
 	if err != nil {
@@ -53,7 +53,7 @@ func (s *node) role(t *testing.T, account string) rolemap.Entry {
 // sameAccount waits until account is identical on the two servers'
 // backing trees and fails the test with the differences if it is not in
 // time.
-func sameAccount(t *testing.T, account string, master, replica *node, timeout time.Duration) {
+func sameAccount(t testing.TB, account string, master, replica *node, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -74,7 +74,7 @@ func sameAccount(t *testing.T, account string, master, replica *node, timeout ti
 }
 
 // deliverTo delivers n messages to mailbox on s's mount.
-func deliverTo(t *testing.T, s *node, d *cyrusload.Deliverer, mailbox string, n int) {
+func deliverTo(t testing.TB, s *node, d *cyrusload.Deliverer, mailbox string, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		if _, err := d.Deliver([]string{mailbox}, cyrusload.Body(i, 600+i*37, s.node)); err != nil {
@@ -84,7 +84,7 @@ func deliverTo(t *testing.T, s *node, d *cyrusload.Deliverer, mailbox string, n 
 }
 
 // writeRefused checks that a write to account on s's mount fails with EROFS.
-func writeRefused(t *testing.T, s *node, account string) {
+func writeRefused(t testing.TB, s *node, account string) {
 	t.Helper()
 	p := filepath.Join(s.mnt("spool"), "user", account, "refused-probe.")
 	err := os.WriteFile(p, []byte("x"), 0o600)
@@ -127,17 +127,51 @@ func TestPromote(t *testing.T) {
 	sameAccount(t, "alice", b, a, 30*time.Second)
 	writeRefused(t, a, "alice")
 
-	// Back again, run on the other server as demote.
-	out, code = c.admin(ctx, a, "demote", "-config", a.peerConf(), "-idle", "100ms", "alice")
+	// Back again, run on the other server as demote, verifying content.
+	out, code = c.admin(ctx, a, "demote", "-config", a.peerConf(), "-idle", "100ms", "-verify", "alice")
 	if code != 0 {
 		t.Fatalf("demote alice (back to %s): exit %d:\n%s", a.node, code, out)
 	}
 	if ea, eb := a.role(t, "alice"), b.role(t, "alice"); ea.Role != rolemap.Master || eb.Role != rolemap.Replica || ea.Epoch != 3 || eb.Epoch != 3 {
 		t.Fatalf("role maps after the swap back: %s has %+v, %s has %+v", a.node, ea, b.node, eb)
 	}
+	if !strings.Contains(out, "verify") {
+		t.Errorf("demote -verify printed no verify step:\n%s", out)
+	}
 	writeRefused(t, b, "alice")
 	deliverTo(t, a, da, "alice/Drafts", 5)
 	sameAccount(t, "alice", a, b, 30*time.Second)
+
+	// Diverged: a byte of the replica's copy changed behind replication's
+	// back is caught by -verify, and the swap refused.
+	victim := filepath.Join(b.backing("spool"), "user/alice/3.")
+	orig, err := os.ReadFile(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vfi, err := os.Stat(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), orig...)
+	bad[len(bad)/2] ^= 0x20
+	if err := os.WriteFile(victim, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	out, code = c.admin(ctx, b, "promote", "-config", b.peerConf(), "-idle", "100ms", "-verify", "alice")
+	if code != ExitRefused || !strings.Contains(out, "diverged") {
+		t.Errorf("promote -verify of a diverged replica: exit %d, want %d (diverged):\n%s", code, ExitRefused, out)
+	}
+	if e := a.role(t, "alice"); e.Role != rolemap.Master || e.Epoch != 3 {
+		t.Errorf("a refused promote changed alice on %s: %+v", a.node, e)
+	}
+	if err := os.WriteFile(victim, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(victim, vfi.ModTime(), vfi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
 
 	// Busy: an open file of carol on her master.
 	f, err := os.Open(filepath.Join(a.mnt("spool"), "user/carol/1."))
@@ -345,7 +379,7 @@ func (c *cluster) startPeerEnv(s *node, env ...string) error {
 
 // masterOf returns which of the pair masters account (by the role map
 // files), and the other.
-func masterOf(t *testing.T, account string, a, b *node) (m, r *node) {
+func masterOf(t testing.TB, account string, a, b *node) (m, r *node) {
 	t.Helper()
 	if a.role(t, account).Role == rolemap.Master {
 		return a, b
@@ -441,7 +475,7 @@ func TestPromoteCrash(t *testing.T) {
 
 // otherLoad delivers to mailboxes on their servers until stop is closed,
 // and returns each delivery's duration. Any error fails the test.
-func otherLoad(t *testing.T, targets map[*node]string, pause time.Duration, stop <-chan struct{}) func() []time.Duration {
+func otherLoad(t testing.TB, targets map[*node]string, pause time.Duration, stop <-chan struct{}) func() []time.Duration {
 	type res struct {
 		d   []time.Duration
 		err error

@@ -89,7 +89,15 @@ func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, ap
 	w.log.Warn("fencing: the partner took this account over; becoming its replica and quarantining what it lacks",
 		"account", account, "epoch", e.Epoch, "partner_epoch", epoch, "partner_applied", applied)
 	os.Remove(w.preparePath(account)) // superseded
-	if err := w.setRole(ctx, account, rolemap.Entry{Role: rolemap.Replica, Partner: e.Partner, Epoch: epoch}); err != nil {
+	// Before the role map admits the new master's records: they must find
+	// the account needing a full resync, never an older position.
+	if w.applier != nil {
+		if err := w.applier.SetPosition(account, peer.AccountPos{Epoch: epoch, State: peer.StateResync,
+			Reason: fmt.Sprintf("failed over to the partner at epoch %d; fencing", epoch)}); err != nil {
+			return err
+		}
+	}
+	if err := w.setRole(ctx, account, rolemap.Entry{Role: rolemap.Replica, Partner: e.Partner, Epoch: epoch}, nil); err != nil {
 		return err
 	}
 	// Changes that passed the guard before the reload: let them finish and
@@ -110,8 +118,8 @@ func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, ap
 		reason = fmt.Sprintf("failed over to the partner at epoch %d; this node's %d unreplicated record(s) are in %s", epoch, n, dir)
 	}
 	if w.applier != nil {
-		if err := w.applier.SetPosition(account, peer.AccountPos{Epoch: epoch, State: peer.StateResync, Reason: reason}); err != nil {
-			return err
+		if p, err := w.applier.Position(account); err == nil && p.State == peer.StateResync {
+			w.applier.SetState(account, peer.StateResync, reason)
 		}
 	}
 	w.log.Warn("fenced: account is a replica here now; it resyncs from the new master", "account", account, "epoch", epoch, "quarantined_records", n, "dir", dir)
@@ -138,9 +146,7 @@ func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap
 	if w.jrnl == nil {
 		return "", 0, nil
 	}
-	if upTo == 0 {
-		upTo = w.jrnl.Durable()
-	}
+	upTo = max(upTo, w.jrnl.Durable())
 	// Every record at or below the partner's consumer position was applied
 	// there (or was not for it): the tail lies above it.
 	from := journal.LSN(1)
@@ -152,31 +158,34 @@ func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap
 		}
 	}
 	var recs []journal.Record
+	scanned := 0
 	if from <= upTo {
 		r, err := w.jrnl.NewReader(from)
 		if err != nil {
 			return "", 0, fmt.Errorf("read the journal from %d: %w", from, err)
 		}
-		done, cancel := context.WithCancel(ctx)
-		cancel() // durable records only: never wait
+		// Through upTo, which the mount reported durable: this process's
+		// view of the journal may lag it by a moment.
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		for {
-			rec, err := r.Next(done)
+			rec, err := r.Next(rctx)
 			if err != nil {
-				if errors.Is(err, context.Canceled) {
-					break
-				}
+				cancel()
 				r.Close()
-				return "", 0, err
+				return "", 0, fmt.Errorf("read the journal from %d through %d: %w", from, upTo, err)
 			}
-			if rec.LSN > upTo {
-				break
-			}
+			scanned++
 			if rec.Account == account && uint64(rec.LSN) > applied {
 				recs = append(recs, rec)
 			}
+			if rec.LSN >= upTo {
+				break
+			}
 		}
+		cancel()
 		r.Close()
 	}
+	w.log.Info("fencing: read the unreplicated tail", "account", account, "from", from, "through", upTo, "scanned", scanned, "tail", len(recs))
 	if len(recs) == 0 {
 		return "", 0, nil
 	}

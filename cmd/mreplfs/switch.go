@@ -128,11 +128,14 @@ func (w *roleSwitch) writePrepare(p *prepareFile) error {
 	return writeFileSynced(w.preparePath(p.Account), b)
 }
 
+// removePrepare removes the account's prepare file. Not synced: a removal
+// lost in a crash only makes the resolver settle the account again, to the
+// same end.
 func (w *roleSwitch) removePrepare(account string) error {
 	if err := os.Remove(w.preparePath(account)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	return syncDirOf(w.preparePath(account))
+	return nil
 }
 
 // writeFileSynced replaces p with b durably (temp, fsync, rename, fsync dir).
@@ -223,6 +226,8 @@ func (w *roleSwitch) handle(ctx context.Context, node string, req peer.AdminRequ
 		return w.abort(req)
 	case "takeover":
 		return w.takeover(ctx, req.Account)
+	case "digest":
+		return w.digest(req.Account)
 	case "reconnect":
 		for _, s := range w.senders {
 			s.Restart()
@@ -437,12 +442,14 @@ func (w *roleSwitch) apply(ctx context.Context, p *prepareFile) error {
 			return fmt.Errorf("set the replica position of %s: %w", p.Account, err)
 		}
 	}
-	if role == rolemap.Master {
-		if s := w.senders[p.Partner]; s != nil {
+	// A new master's sender: the partner's applied position starts at
+	// OwnLSN (set once writable, before the sender reconnects).
+	known := func() {
+		if s := w.senders[p.Partner]; s != nil && role == rolemap.Master {
 			s.SetKnown(p.Account, p.OwnLSN)
 		}
 	}
-	if err := w.setRole(ctx, p.Account, rolemap.Entry{Role: role, Partner: p.Partner, Epoch: p.NewEpoch}); err != nil {
+	if err := w.setRole(ctx, p.Account, rolemap.Entry{Role: role, Partner: p.Partner, Epoch: p.NewEpoch}, known); err != nil {
 		return err
 	}
 	if err := w.removePrepare(p.Account); err != nil {
@@ -453,8 +460,9 @@ func (w *roleSwitch) apply(ctx context.Context, p *prepareFile) error {
 }
 
 // setRole writes the account's new entry to the role map (the commit
-// point) and makes it take effect at once in this peer and the mount.
-func (w *roleSwitch) setRole(ctx context.Context, account string, e rolemap.Entry) error {
+// point) and makes it take effect at once in this peer and the mount; then
+// (may be nil) runs before the sender reconnects.
+func (w *roleSwitch) setRole(ctx context.Context, account string, e rolemap.Entry, then func()) error {
 	cur, found, err := w.entry(account)
 	if err != nil {
 		return err
@@ -468,19 +476,27 @@ func (w *roleSwitch) setRole(ctx context.Context, account string, e rolemap.Entr
 	if err := w.live.Reload(); err != nil {
 		w.log.Warn("reload role map", "err", err)
 	}
-	if e.Role == rolemap.Master && w.recv != nil {
-		w.recv.Revoke(account)
+	if e.Role == rolemap.Master {
+		if w.recv != nil {
+			w.recv.Revoke(account)
+		}
+		// Nothing cached from the replica's time may be served to the
+		// writers to come.
+		if _, err := w.control(ctx, fs.ControlRequest{Cmd: "forget", Account: account}); err != nil {
+			w.log.Warn("mount did not forget the account's cached data", "account", account, "err", err)
+		}
 	}
 	// The mount polls the role map too: a failure here only delays it.
 	if _, err := w.control(ctx, fs.ControlRequest{Cmd: "reload"}); err != nil {
 		w.log.Warn("mount did not reload the role map (it will at its next poll)", "err", err)
 	}
-	if e.Role == rolemap.Master {
-		if _, err := w.control(ctx, fs.ControlRequest{Cmd: "forget", Account: account}); err != nil {
-			w.log.Warn("mount did not forget the account's cached data", "account", account, "err", err)
+	if e.Role != rolemap.Master {
+		if _, err := w.control(ctx, fs.ControlRequest{Cmd: "unfreeze", Account: account}); err != nil {
+			w.log.Warn("unfreeze", "account", account, "err", err)
 		}
-	} else if _, err := w.control(ctx, fs.ControlRequest{Cmd: "unfreeze", Account: account}); err != nil {
-		w.log.Warn("unfreeze", "account", account, "err", err)
+	}
+	if then != nil {
+		then()
 	}
 	if s := w.senders[e.Partner]; s != nil {
 		s.Restart()
@@ -525,7 +541,7 @@ func (w *roleSwitch) takeover(ctx context.Context, account string) peer.AdminRep
 		w.removePrepare(account) // superseded by the higher epoch
 	}
 	ne := rolemap.Entry{Role: rolemap.Master, Partner: e.Partner, Epoch: e.Epoch + 1}
-	if err := w.setRole(ctx, account, ne); err != nil {
+	if err := w.setRole(ctx, account, ne, nil); err != nil {
 		return failed(err)
 	}
 	w.log.Warn("failover: took over as master", "account", account, "epoch", ne.Epoch)

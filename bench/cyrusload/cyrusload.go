@@ -31,6 +31,9 @@ type Spool struct {
 	Conf, Spool, Meta string
 }
 
+// stageSeq numbers the stage files of this process.
+var stageSeq atomic.Int64
+
 // Deliverer delivers messages into a Spool. Safe for concurrent use.
 type Deliverer struct {
 	S Spool
@@ -84,7 +87,8 @@ func (d *Deliverer) Deliver(mailboxes []string, body []byte) (Delivered, error) 
 	if err := os.MkdirAll(stageDir, 0o755); err != nil {
 		return Delivered{}, err
 	}
-	stage := filepath.Join(stageDir, fmt.Sprintf("%d-%d-%d", os.Getpid(), time.Now().Unix(), n))
+	// Unique in the process: several Deliverers may share a spool.
+	stage := filepath.Join(stageDir, fmt.Sprintf("%d-%d-%d-%d", os.Getpid(), time.Now().Unix(), n, stageSeq.Add(1)))
 	if err := os.WriteFile(stage, body, 0o600); err != nil {
 		return Delivered{}, fmt.Errorf("stage: %w", err)
 	}

@@ -124,10 +124,11 @@
 //
 // The client presents its node certificate: a peer takes admin requests
 // from itself (the promote command on its own server) and its partners.
-// The ops (query, accounts, freeze, unfreeze, drain, prepare, commit, abort,
-// takeover, digest, reconnect) and their keys are cmd/mreplfs's (switch.go); the
-// admin layout has its own version (AdminVersion), independent of the
-// replication Version: an admin connection never says Hello.
+// The ops (query, accounts, freeze, unfreeze, drain, prepare, commit,
+// abort, takeover, digest, reconnect) and their keys are cmd/mreplfs's
+// (switch.go); the admin layout has its own version (AdminVersion),
+// independent of the replication Version: an admin connection never says
+// Hello.
 // A Welcome position in state 3 (refused) carries the receiver's epoch and
 // applied position when its epoch is higher than the sender's: a master
 // that was failed over learns it on its next handshake (Sender.OnStale).

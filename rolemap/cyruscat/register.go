@@ -244,20 +244,22 @@ func sortedKeys(m map[string]bool) []string {
 // Registration says what Register did.
 type Registration struct {
 	Mailboxes   int // found from the account's headers
-	Removed     int // stale records deleted first
+	Removed     int // records of names and ids the account no longer has, deleted
 	Reconstruct int // registered by reconstruct -P
 	Written     int // legacy mailboxes with a stale header name, written directly
 	Registered  int // N records of the account afterwards
 }
 
 // Register makes this server's Cyrus know account's mailboxes from the
-// account's own files, with Cyrus running (CYRUS.md §7): the account's
-// existing N/I records are deleted (reconstruct -P never removes a stale
-// name), then `reconstruct -P <headers>` rebuilds them from each
-// cyrus.header and cyrus.index; a legacy mailbox whose header keeps an old
-// name (where -P crashes) gets its records written with cyr_dbtool, name
-// from the directory, the rest from the header and index. It fails when,
-// afterwards, a mailbox is not registered.
+// account's own files, with Cyrus running (CYRUS.md §7): `reconstruct -P
+// <headers>` rebuilds each mailbox's N/I records from its cyrus.header and
+// cyrus.index; a mailbox it did not register (its index is read-only
+// through the mount on a replica server; a legacy mailbox whose header keeps
+// an old name, where -P crashes) gets the same records written with
+// cyr_dbtool, name from the path, the rest from the header and index. Then
+// the account's records of names and ids it no longer has are deleted. The
+// account stays known throughout. It fails when, afterwards, a mailbox is
+// not registered.
 func (c *Catalogue) Register(ctx context.Context, account string) (Registration, error) {
 	var reg Registration
 	mbs, err := c.Mailboxes(account)
@@ -265,21 +267,6 @@ func (c *Catalogue) Register(ctx context.Context, account string) (Registration,
 		return reg, fmt.Errorf("cyruscat: register %s: %w", account, err)
 	}
 	reg.Mailboxes = len(mbs)
-	old, err := c.Records(ctx, account)
-	if err != nil {
-		return reg, fmt.Errorf("cyruscat: register %s: %w", account, err)
-	}
-	if len(old) > 0 {
-		cmds := [][]byte{batchCmd("BEGIN")}
-		for _, kv := range old {
-			cmds = append(cmds, batchCmd("DELETE", kv.Key))
-		}
-		cmds = append(cmds, batchCmd("COMMIT"))
-		if _, err := c.batch(ctx, "mailboxes.db", cmds); err != nil {
-			return reg, fmt.Errorf("cyruscat: register %s: removing stale records: %w", account, err)
-		}
-		reg.Removed = len(old)
-	}
 	var headers []string
 	var direct []Mailbox
 	for _, m := range mbs {
@@ -290,30 +277,24 @@ func (c *Catalogue) Register(ctx context.Context, account string) (Registration,
 		}
 	}
 	if len(headers) > 0 {
-		// reconstruct -P gives up on a mailbox it cannot open for writing
-		// (through the mount, a replica account's cyrus.index is read-only)
-		// and on the first header it cannot take (a crash on a
-		// non-canonical path); whatever it did not register is written
-		// directly below.
+		// reconstruct -P skips a mailbox it cannot open for writing
+		// (through the mount, a replica account's cyrus.index is
+		// read-only) and stops at a header it cannot take (a crash on a
+		// non-canonical path); what it did not report registering is
+		// written directly below.
 		out, err := c.run(ctx, nil, "reconstruct", append([]string{"-P"}, headers...)...)
 		if err != nil {
 			c.log.Debug("reconstruct -P failed", "account", account, "err", err, "output", string(out))
 		}
-		have, err := c.Records(ctx, account)
-		if err != nil {
-			return reg, fmt.Errorf("cyruscat: register %s: %w", account, err)
-		}
-		names := map[string]bool{}
-		for _, kv := range have {
-			if kv.Key[0] == 'N' {
-				names[internalName(string(kv.Key[1:]))] = true
-			}
+		done := map[string]bool{}
+		for _, m := range createdRe.FindAllStringSubmatch(string(out), -1) {
+			done[m[1]+" "+m[2]] = true
 		}
 		for _, m := range mbs {
 			if m.StaleName {
 				continue
 			}
-			if names[m.Name] {
+			if done[m.Name+" "+m.ID] {
 				reg.Reconstruct++
 			} else {
 				direct = append(direct, m)
@@ -323,12 +304,7 @@ func (c *Catalogue) Register(ctx context.Context, account string) (Registration,
 	if len(direct) > 0 {
 		cmds := [][]byte{batchCmd("BEGIN")}
 		now := time.Now().Unix()
-		seen := map[string]bool{}
 		for _, m := range direct {
-			if seen[m.Header] {
-				continue
-			}
-			seen[m.Header] = true
 			n, i, err := directRecords(m, now)
 			if err != nil {
 				return reg, fmt.Errorf("cyruscat: register %s: %w", account, err)
@@ -339,22 +315,51 @@ func (c *Catalogue) Register(ctx context.Context, account string) (Registration,
 		if _, err := c.batch(ctx, "mailboxes.db", cmds); err != nil {
 			return reg, fmt.Errorf("cyruscat: register %s: %w", account, err)
 		}
-		reg.Written = len(seen)
+		reg.Written = len(direct)
 	}
-	now, err := c.Records(ctx, account)
+	// Only now the records of names and ids the account no longer has
+	// (renamed, deleted, tombstones): reconstruct -P never removes them,
+	// and removing them first would open a window in which this Cyrus
+	// does not know the account (LMTP 550, a bounce).
+	names, ids := map[string]bool{}, map[string]bool{}
+	for _, m := range mbs {
+		names[m.Name], ids[m.ID] = true, true
+	}
+	recs, err := c.Records(ctx, account)
 	if err != nil {
 		return reg, fmt.Errorf("cyruscat: register %s: %w", account, err)
 	}
-	for _, kv := range now {
-		if kv.Key[0] == 'N' {
+	var stale [][]byte
+	for _, kv := range recs {
+		switch k := string(kv.Key); {
+		case k[0] == 'N' && !names[internalName(k[1:])]:
+			stale = append(stale, kv.Key)
+		case k[0] == 'N':
 			reg.Registered++
+		case k[0] == 'I' && !ids[k[1:]]:
+			stale = append(stale, kv.Key)
 		}
+	}
+	if len(stale) > 0 {
+		cmds := [][]byte{batchCmd("BEGIN")}
+		for _, k := range stale {
+			cmds = append(cmds, batchCmd("DELETE", k))
+		}
+		cmds = append(cmds, batchCmd("COMMIT"))
+		if _, err := c.batch(ctx, "mailboxes.db", cmds); err != nil {
+			return reg, fmt.Errorf("cyruscat: register %s: removing stale records: %w", account, err)
+		}
+		reg.Removed = len(stale)
 	}
 	if reg.Registered != reg.Mailboxes {
 		return reg, fmt.Errorf("cyruscat: register %s: %d of %d mailboxes registered", account, reg.Registered, reg.Mailboxes)
 	}
 	return reg, nil
 }
+
+// createdRe matches what reconstruct -P prints for each mailbox it
+// registered.
+var createdRe = regexp.MustCompile(`created mbentry for (\S+) \(([0-9a-z]+)\)`)
 
 // directRecords builds a mailbox's N and I records the way Cyrus 3.6
 // writes them: uniqueid, ACL and type from the header, uidvalidity,

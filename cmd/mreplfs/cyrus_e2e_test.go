@@ -450,6 +450,10 @@ func TestCyrusEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("promote: the new master serves each account as the old one did", func(t *testing.T) {
+		cs.promotePhase(t, []string{"alice", "carol", "bob"})
+	})
+
 	t.Run("catalogue counters", func(t *testing.T) {
 		for _, s := range cs.c.servers {
 			cat := s.status().Cyrus

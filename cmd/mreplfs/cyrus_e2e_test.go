@@ -454,6 +454,10 @@ func TestCyrusEndToEnd(t *testing.T) {
 		cs.promotePhase(t, []string{"alice", "carol", "bob"})
 	})
 
+	t.Run("failover: a server crashes under load, the survivor takes its accounts", func(t *testing.T) {
+		cs.failoverPhase(t)
+	})
+
 	t.Run("catalogue counters", func(t *testing.T) {
 		for _, s := range cs.c.servers {
 			cat := s.status().Cyrus

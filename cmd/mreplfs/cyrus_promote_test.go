@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -298,6 +299,34 @@ func (cs *cyrusServers) failoverPhase(t *testing.T) {
 		}
 	}()
 	time.Sleep(3 * time.Second)
+	// the sync accounts are in sync mode, and their fsyncs waited
+	out, err := exec.Command(cs.c.self, "status", "-control", filepath.Join(dead.dir, "journal", "control.sock")).Output()
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	var rep struct {
+		Status struct {
+			Sync struct {
+				Waits    int64 `json:"waits"`
+				Accounts []struct {
+					Account, Mode string
+				} `json:"accounts"`
+			} `json:"sync"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	mst := rep.Status
+	inSync := 0
+	for _, a := range mst.Sync.Accounts {
+		if syncMode[a.Account] && a.Mode == "sync" {
+			inSync++
+		}
+	}
+	if inSync != len(syncMode) || mst.Sync.Waits == 0 {
+		t.Fatalf("sync mode not in force on %s (%d of %d accounts, %d waits):\n%s", dead.node, inSync, len(syncMode), mst.Sync.Waits, out)
+	}
 	crashAt := cs.crashServer(t, 0)
 	close(stop)
 	if err := <-loadDone; err != nil {
@@ -308,11 +337,11 @@ func (cs *cyrusServers) failoverPhase(t *testing.T) {
 	mu.Unlock()
 
 	t0 := time.Now()
-	out, code := cs.mreplfsIn(ctx, surv, "failover", "-config", filepath.Join(surv.dir, "peer.conf"), "-probe", "500ms", "-all-from", dead.node)
+	out2, code := cs.mreplfsIn(ctx, surv, "failover", "-config", filepath.Join(surv.dir, "peer.conf"), "-probe", "500ms", "-all-from", dead.node)
 	if code != 0 {
-		t.Fatalf("failover -all-from %s: exit %d:\n%s", dead.node, code, out)
+		t.Fatalf("failover -all-from %s: exit %d:\n%s", dead.node, code, out2)
 	}
-	t.Logf("failover -all-from %s took %v:\n%s", dead.node, time.Since(t0).Round(time.Millisecond), out)
+	t.Logf("failover -all-from %s took %v:\n%s", dead.node, time.Since(t0).Round(time.Millisecond), out2)
 	for _, a := range accounts {
 		cs.masterOf[a] = 1
 	}

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,6 +74,7 @@ func BenchmarkRoleChange(b *testing.B) {
 		stop := make(chan struct{})
 		wait := otherLoad(b, map[*node]string{srv[0]: "carol/Load", srv[1]: "bob/Load"}, 5*time.Millisecond, stop)
 		var cmd, inner []time.Duration
+		steps := map[string][]time.Duration{}
 		var windows [][2]time.Time
 		done := regexp.MustCompile(`done +([0-9.]+[µm]?s)`)
 		noop := os.Getenv("PROMOTE_NOOP") == "1"
@@ -109,6 +111,7 @@ func BenchmarkRoleChange(b *testing.B) {
 					inner = append(inner, d)
 				}
 			}
+			stepTimes(out, steps)
 			time.Sleep(100 * time.Millisecond) // idle again (-idle 50ms)
 		}
 		time.Sleep(300 * time.Millisecond)
@@ -130,6 +133,43 @@ func BenchmarkRoleChange(b *testing.B) {
 		}
 		m, r := masterOf(b, "alice", srv[0], srv[1])
 		sameAccount(b, "alice", m, r, 30*time.Second)
+
+		// One command swapping alice back and forth runs times (no process
+		// start, connections kept): the role changes' own cost to the
+		// other accounts, against the same load just before.
+		var oneBase, oneDuring, oneSwaps []time.Duration
+		if !noop {
+			stop = make(chan struct{})
+			wait = otherLoad(b, map[*node]string{srv[0]: "carol/One", srv[1]: "bob/One"}, 5*time.Millisecond, stop)
+			time.Sleep(3 * time.Second)
+			mid := time.Now()
+			args := []string{"promote", "-config", srv[0].peerConf(), "-idle", "0s"}
+			for range runs {
+				args = append(args, "alice")
+			}
+			out, code := c.admin(ctx, srv[0], args...)
+			end := time.Now()
+			close(stop)
+			if code != 0 {
+				wait()
+				b.Fatalf("promote alice ×%d: exit %d:\n%s", runs, code, out)
+			}
+			for _, s := range wait() {
+				switch {
+				case s.at.Add(s.d).Before(mid) && s.at.After(mid.Add(-3*time.Second)):
+					oneBase = append(oneBase, s.d)
+				case s.at.After(mid) && s.at.Add(s.d).Before(end):
+					oneDuring = append(oneDuring, s.d)
+				}
+			}
+			for _, m := range done.FindAllStringSubmatch(out, -1) {
+				if d, err := time.ParseDuration(m[1]); err == nil {
+					oneSwaps = append(oneSwaps, d)
+				}
+			}
+			m, r = masterOf(b, "alice", srv[0], srv[1])
+			sameAccount(b, "alice", m, r, 30*time.Second)
+		}
 
 		// Failover: the master's peer killed, or its link cut.
 		var fo, foCut []time.Duration
@@ -180,8 +220,16 @@ func BenchmarkRoleChange(b *testing.B) {
 
 		b.Logf("promote, command start → new master writable, %d swaps: %s", len(cmd), pcts(cmd))
 		b.Logf("promote, inside the command (first query → new master committed): %s", pcts(inner))
+		for _, st := range []string{"check", "freeze", "drain", "confirm", "prepare", "commit-old", "commit-new"} {
+			if len(steps[st]) > 0 {
+				b.Logf("  step %-10s %s", st, pcts(steps[st]))
+			}
+		}
 		b.Logf("other accounts' deliveries overlapping a command: %d, %s", len(during), pcts(during))
 		b.Logf("other accounts' deliveries between the commands: %d, %s", len(outside), pcts(outside))
+		b.Logf("one command, %d swaps back to back: each %s", len(oneSwaps), pcts(oneSwaps))
+		b.Logf("  other accounts' deliveries during it: %d, %s", len(oneDuring), pcts(oneDuring))
+		b.Logf("  the same load for 3 s before it: %d, %s", len(oneBase), pcts(oneBase))
 		b.Logf("failover, master's peer killed, %d runs: %s", len(fo), pcts(fo))
 		b.Logf("failover, master's link cut (probe 1 s), %d runs: %s", len(foCut), pcts(foCut))
 		b.ReportMetric(ms64(pct(cmd, 50)), "promote-p50-ms")
@@ -223,3 +271,27 @@ func pcts(ds []time.Duration) string {
 }
 
 func ms64(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+var stepLine = regexp.MustCompile(`^\s+([a-z]+)\s+([0-9.]+[µm]?s)\s`)
+
+// stepTimes adds the step durations a swap printed to steps (its two
+// commit lines are commit-old, then commit-new).
+func stepTimes(out string, steps map[string][]time.Duration) {
+	commits := 0
+	for _, line := range strings.Split(out, "\n") {
+		m := stepLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		d, err := time.ParseDuration(m[2])
+		if err != nil {
+			continue
+		}
+		name := m[1]
+		if name == "commit" {
+			name = []string{"commit-old", "commit-new"}[min(commits, 1)]
+			commits++
+		}
+		steps[name] = append(steps[name], d)
+	}
+}

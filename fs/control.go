@@ -32,6 +32,7 @@ const ControlVersion = 1
 //	{"v":1,"cmd":"freeze","account":"alice","idle_ms":500,"timeout_ms":10000}
 //	                      freeze an inactive account (freeze.go); reply lsn, durable
 //	{"v":1,"cmd":"unfreeze","account":"alice"}                   reply count 1 if it was frozen
+//	{"v":1,"cmd":"frozen","account":"alice"}                     reply count 1 if it is frozen
 //
 // "acked" is sent by the peer process on every Ack, on one long-lived
 // connection; it wakes the fsyncs of sync-mode accounts (syncrepl.go).
@@ -259,6 +260,11 @@ func (c *Control) handle(ctx context.Context, req ControlRequest) ControlReply {
 			n = 1
 		}
 		return ControlReply{OK: true, Count: n}
+	case "frozen":
+		if _, ok := c.FS.FrozenFor(req.Account); ok {
+			return ControlReply{OK: true, Count: 1}
+		}
+		return ControlReply{OK: true}
 	}
 	return ControlReply{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 }

@@ -422,8 +422,20 @@ func (w *roleSwitch) commit(ctx context.Context, req peer.AdminRequest) peer.Adm
 		}
 		return refused("no prepared role change of %s to epoch %d here (aborted?)", req.Account, epoch)
 	}
-	if p.OldRole == "master" && time.Now().After(p.Deadline) {
-		return refused("the prepared role change of %s passed its deadline (%s ago); it is aborted", req.Account, time.Since(p.Deadline).Round(time.Millisecond))
+	if p.OldRole == "master" {
+		if time.Now().After(p.Deadline) {
+			return refused("the prepared role change of %s passed its deadline (%s ago); it is aborted", req.Account, time.Since(p.Deadline).Round(time.Millisecond))
+		}
+		// Changes the mount took after the drain would be lost to the
+		// new master: the freeze must still hold (a restarted mount, a
+		// lapsed freeze: abort).
+		rep, err := w.control(ctx, fs.ControlRequest{Cmd: "frozen", Account: req.Account})
+		if err != nil {
+			return refused("cannot tell whether %s is still frozen on %s: %v", req.Account, w.cfg.node, err)
+		}
+		if rep.Count != 1 {
+			return refused("%s is no longer frozen on %s (the mount restarted or the freeze lapsed): changes may have come after the drain", req.Account, w.cfg.node)
+		}
 	}
 	if err := w.apply(ctx, p); err != nil {
 		return failed(err)

@@ -111,6 +111,16 @@ func (l *Live) reloadLocked() error {
 	return nil
 }
 
+// Refresh reloads the map if the file at the path changed since it was
+// loaded (one stat when it did not): a caller that must see the file's
+// current content, as a role change does, calls it before Lookup.
+func (l *Live) Refresh() error {
+	if !l.changed() {
+		return nil
+	}
+	return l.Reload()
+}
+
 // changed reports whether the file at the path is not the loaded one, and
 // not a version that already failed to load.
 func (l *Live) changed() bool {

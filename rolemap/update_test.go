@@ -48,3 +48,34 @@ func TestUpdate(t *testing.T) {
 		t.Error("update of a missing map succeeded")
 	}
 }
+
+// TestLiveRefresh: Refresh picks up an Update at once (no poll), and does
+// nothing when the file did not change.
+func TestLiveRefresh(t *testing.T) {
+	dir := t.TempDir()
+	recs := records(3, 1)
+	p := buildMap(t, dir, "roles.cdb", recs)
+	l, err := NewLive(p, LiveOptions{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	e := recs[0].Entry
+	e.Epoch += 10
+	if _, err := Update(p, map[string]Entry{recs[0].Account: e}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.Lookup(recs[0].Account); got.Epoch != recs[0].Epoch {
+		t.Fatalf("before Refresh: %+v (want the old map still)", got)
+	}
+	if err := l.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.Lookup(recs[0].Account); got != e {
+		t.Fatalf("after Refresh: %+v, want %+v", got, e)
+	}
+	m := l.cur.Load()
+	if err := l.Refresh(); err != nil || l.cur.Load() != m {
+		t.Errorf("Refresh of an unchanged file reloaded it (%v)", err)
+	}
+}

@@ -262,7 +262,13 @@ func (co *coordinator) swap(ctx context.Context, account string) (err error) {
 	default:
 		return withCode(ExitRefused, fmt.Errorf("%s is %s here: not replicated, nothing to swap", account, q.Values["role"]))
 	}
-	qm, err := co.call(ctx, mAddr, peer.AdminRequest{Op: "query", Account: account})
+	query := func(addr string) (peer.AdminReply, error) {
+		if addr == co.cfg.listen {
+			return q, nil // asked already
+		}
+		return co.call(ctx, addr, peer.AdminRequest{Op: "query", Account: account})
+	}
+	qm, err := query(mAddr)
 	if err != nil {
 		return err
 	}
@@ -274,7 +280,7 @@ func (co *coordinator) swap(ctx context.Context, account string) (err error) {
 			return err
 		}
 	}
-	qr, err := co.call(ctx, rAddr, peer.AdminRequest{Op: "query", Account: account})
+	qr, err := query(rAddr)
 	if err != nil {
 		return err
 	}

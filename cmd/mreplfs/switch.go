@@ -171,16 +171,14 @@ func syncDirOf(p string) error {
 	return d.Sync()
 }
 
-// entry is the account's current role map entry (from the file, not the
-// live copy, which may lag a poll behind).
+// entry is the account's current role map entry: the live map, reloaded
+// first if the file changed (it may lag a poll behind otherwise).
 func (w *roleSwitch) entry(account string) (rolemap.Entry, bool, error) {
-	m, err := rolemap.Open(w.cfg.roles)
-	if err != nil {
+	if err := w.live.Refresh(); err != nil {
 		return rolemap.Entry{}, false, err
 	}
-	defer m.Close()
-	e, ok, err := m.Get(account)
-	return e, ok, err
+	e, ok := w.live.Lookup(account)
+	return e, ok, nil
 }
 
 func ok(vals map[string]string) peer.AdminReply { return peer.AdminReply{Values: vals} }

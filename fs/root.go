@@ -236,7 +236,9 @@ func (t *Tree) Unmount() error {
 			t.fs.log.Warn("unmount: the FUSE connection is still held elsewhere (a copy of the mount in another mount namespace?); aborting it",
 				"tree", t.Name, "mountpoint", t.Mountpoint, "connection", t.conn)
 			if aerr := abortConnection(t.conn); aerr != nil {
-				return fmt.Errorf("fs: unmount %s: connection still held and not aborted: %w", t.Mountpoint, aerr)
+				// Keep waiting: returning would leave the serve loop
+				// running (and the journal closed under it).
+				t.fs.log.Error("unmount: cannot abort the FUSE connection; waiting for it to end", "tree", t.Name, "err", aerr)
 			}
 			err = <-uerr
 		}

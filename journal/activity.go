@@ -55,6 +55,10 @@ func (l *Log) activitySnapshotLocked(now time.Time) *alSnapshot {
 			if st.last <= d && now.Sub(st.seen) > l.opts.ActiveWindow {
 				delete(l.active, a)
 				changed = changed || l.alFile[a]
+				// Not in the log any more as of this snapshot: an Activate
+				// from now on must wait for a commit that has it again
+				// (the file written by this commit lacks it).
+				delete(l.alFile, a)
 			}
 		}
 	}
@@ -190,20 +194,25 @@ func (l *Log) ClearUnclean(accounts ...string) error {
 }
 
 // UncleanAccounts lists, sorted, the writer's unclean accounts (see
-// Log.UncleanAccounts), read from <dir>/unclean: the peer process resyncs
-// them by hash compare, then asks the writer to clear them.
-func (f *Follower) UncleanAccounts() ([]string, error) {
+// Log.UncleanAccounts), read from <dir>/unclean, and when that list was last
+// written: the peer process resyncs them by hash compare, then asks the
+// writer to clear them.
+func (f *Follower) UncleanAccounts() ([]string, time.Time, error) {
+	var written time.Time
+	if fi, err := os.Stat(filepath.Join(f.dir, uncleanFile)); err == nil {
+		written = fi.ModTime()
+	}
 	lines, err := readListFile(f.dir, uncleanFile)
 	if err != nil {
-		return nil, err
+		return nil, written, err
 	}
 	set := map[string]bool{}
 	for _, ln := range lines {
 		a, _, err := parseEntry(ln)
 		if err != nil {
-			return nil, err
+			return nil, written, err
 		}
 		set[a] = true
 	}
-	return sortedKeys(set), nil
+	return sortedKeys(set), written, nil
 }

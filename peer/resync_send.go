@@ -64,12 +64,42 @@ func (s *Sender) needsResync(p Position) string {
 	return ""
 }
 
-// isUnclean reports whether account is in the journal's unclean list.
+// isUnclean reports whether account is in the journal's unclean list and
+// was not verified by this sender in the last reverifyAfter (if the mount
+// could not clear it, the account is not resynced in a loop).
 func (s *Sender) isUnclean(account string) bool {
 	if s.Unclean == nil || !s.canResync() {
 		return false
 	}
-	return slices.Contains(s.Unclean(), account)
+	list, listed := s.Unclean()
+	if !slices.Contains(list, account) {
+		return false
+	}
+	s.verifiedMu.Lock()
+	at, ok := s.verifiedAt[account]
+	s.verifiedMu.Unlock()
+	// Listed again since (another unclean stop), or the clear did not take.
+	return !ok || listed.After(at) || time.Since(at) > reverifyAfter
+}
+
+// reverifyAfter: an account this sender verified is not verified again
+// sooner while it stays listed unclean (the mount was down or could not
+// clear it), unless the list was written again since (a new unclean stop).
+const reverifyAfter = time.Minute
+
+// noteVerified records that accounts were verified (then calls Verified).
+func (s *Sender) noteVerified(accounts []string, began time.Time) {
+	if s.Verified != nil {
+		s.Verified(accounts, began) // the mount rewrites its list before verifiedAt
+	}
+	s.verifiedMu.Lock()
+	if s.verifiedAt == nil {
+		s.verifiedAt = map[string]time.Time{}
+	}
+	for _, a := range accounts {
+		s.verifiedAt[a] = time.Now()
+	}
+	s.verifiedMu.Unlock()
 }
 
 // watchUnclean ends the session when an account it ships becomes unclean
@@ -84,11 +114,12 @@ func (c *sconn) watchUnclean(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, a := range c.s.Unclean() {
+		list, _ := c.s.Unclean()
+		for _, a := range list {
 			c.mu.Lock()
 			ok := c.ok[a]
 			c.mu.Unlock()
-			if ok {
+			if ok && c.s.isUnclean(a) {
 				c.s.logger().Warn("the mount stopped uncleanly: account to verify by a full resync; reconnecting", "account", a)
 				c.stop(fmt.Errorf("account %s must be verified after an unclean stop", a))
 				return
@@ -368,8 +399,8 @@ func (c *sconn) resyncAccounts(ctx context.Context, br *bufio.Reader, accounts [
 	began := time.Now() // before any walk: what an unclean stop left is seen by them
 	var verified []string
 	defer func() {
-		if len(verified) > 0 && c.s.Verified != nil {
-			c.s.Verified(verified, began)
+		if len(verified) > 0 && c.s.Unclean != nil {
+			c.s.noteVerified(verified, began)
 		}
 	}()
 	type done struct {

@@ -75,7 +75,7 @@ type Sender struct {
 	// partner gets what differs), then passed to Verified with the time
 	// the resync began, so the mount can clear it. A session that ships an
 	// account that becomes unclean ends, so that the next one resyncs it.
-	Unclean  func() []string
+	Unclean  func() (accounts []string, listed time.Time)
 	Verified func(accounts []string, since time.Time)
 	// OnAcked, when set, is told the partner's applied position of every
 	// account it acks (and of every account at session start), for the
@@ -92,6 +92,9 @@ type Sender struct {
 	Stats SenderStats
 
 	known knownStore
+
+	verifiedMu sync.Mutex
+	verifiedAt map[string]time.Time // unclean accounts verified by this process
 
 	curMu sync.Mutex
 	cur   *sconn        // the streaming session, if connected

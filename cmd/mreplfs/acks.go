@@ -118,7 +118,29 @@ func (p *ackPusher) retry() {
 	}
 }
 
+// pushChunk bounds one "acked" request (the control socket reads lines of
+// at most 1 MiB; an entry is about 25 bytes).
+const pushChunk = 2000
+
+// push sends pos in requests of at most pushChunk accounts.
 func (p *ackPusher) push(conn net.Conn, rd *bufio.Scanner, pos map[string]uint64) error {
+	chunk := make(map[string]uint64, min(len(pos), pushChunk))
+	for a, l := range pos {
+		chunk[a] = l
+		if len(chunk) == pushChunk {
+			if err := p.pushOne(conn, rd, chunk); err != nil {
+				return err
+			}
+			clear(chunk)
+		}
+	}
+	if len(chunk) == 0 {
+		return nil
+	}
+	return p.pushOne(conn, rd, chunk)
+}
+
+func (p *ackPusher) pushOne(conn net.Conn, rd *bufio.Scanner, pos map[string]uint64) error {
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	b, err := json.Marshal(fs.ControlRequest{V: fs.ControlVersion, Cmd: "acked", Positions: pos})
 	if err != nil {

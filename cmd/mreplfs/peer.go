@@ -292,13 +292,18 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 			if acks != nil {
 				s.OnAcked = acks.Note
 			}
-			if uf, ok := j.(interface{ UncleanAccounts() ([]string, error) }); ok {
-				s.Unclean = func() []string {
-					u, err := uf.UncleanAccounts()
+			// Verification needs the mount to clear what was verified:
+			// without its control socket an unclean account would be
+			// resynced again and again.
+			if uf, ok := j.(interface {
+				UncleanAccounts() ([]string, time.Time, error)
+			}); ok && acks != nil {
+				s.Unclean = func() ([]string, time.Time) {
+					u, at, err := uf.UncleanAccounts()
 					if err != nil {
 						log.Warn("reading the journal's unclean accounts", "err", err)
 					}
-					return u
+					return u, at
 				}
 				s.Verified = func(accounts []string, since time.Time) { verifiedUnclean(ctx, cfg.control, accounts, since, log) }
 			}

@@ -187,6 +187,7 @@ type coordinator struct {
 	cfg   *peerConfig
 	o     swapOptions
 	out   io.Writer
+	mu    sync.Mutex // guards conns (two calls may run at once)
 	conns map[string]*peer.AdminClient
 }
 
@@ -208,17 +209,25 @@ var errPeerDown = errors.New("peer down")
 func (co *coordinator) call(ctx context.Context, addr string, req peer.AdminRequest) (peer.AdminReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, co.o.timeout+5*time.Second)
 	defer cancel()
+	co.mu.Lock()
 	c := co.conns[addr]
+	co.mu.Unlock()
 	if c == nil {
 		var err error
 		if c, err = co.cfg.dialAdmin(ctx, addr); err != nil {
 			return peer.AdminReply{}, withCode(ExitRefused, fmt.Errorf("%w: %s: %w", errPeerDown, addr, err))
 		}
+		co.mu.Lock()
 		co.conns[addr] = c
+		co.mu.Unlock()
 	}
 	rep, err := c.Call(ctx, req)
 	if err != nil {
-		delete(co.conns, addr)
+		co.mu.Lock()
+		if co.conns[addr] == c {
+			delete(co.conns, addr)
+		}
+		co.mu.Unlock()
 		return rep, withCode(ExitRefused, fmt.Errorf("%w: %w", errPeerDown, err))
 	}
 	if err := rep.Err(); err != nil {
@@ -354,18 +363,28 @@ func (co *coordinator) swap(ctx context.Context, account string) (err error) {
 	}
 	ne := u(epoch + 1)
 	deadline := ms(left / 2)
-	pr, err := co.call(ctx, rAddr, peer.AdminRequest{Op: "prepare", Account: account, Args: map[string]string{
-		"role": "master", "epoch": ne, "deadline_ms": deadline}})
-	if err != nil {
-		return err
-	}
+	// Both prepares at once. The replica's journal holds no record of the
+	// account above its durable position of the confirm query (the account
+	// is replica there): the new master's records start above it, which
+	// both sides record (own_lsn, partner_lsn).
+	lr := u(qr.Uint("durable"))
+	perr := make(chan error, 2)
+	go func() {
+		_, err := co.call(ctx, rAddr, peer.AdminRequest{Op: "prepare", Account: account, Args: map[string]string{
+			"role": "master", "epoch": ne, "own_lsn": lr, "deadline_ms": deadline}})
+		perr <- err
+	}()
+	go func() {
+		_, err := co.call(ctx, mAddr, peer.AdminRequest{Op: "prepare", Account: account, Args: map[string]string{
+			"role": "replica", "epoch": ne, "partner_lsn": lr, "deadline_ms": deadline}})
+		perr <- err
+	}()
 	abort := func() {
 		for _, a := range []string{mAddr, rAddr} {
 			co.call(context.WithoutCancel(ctx), a, peer.AdminRequest{Op: "abort", Account: account, Args: map[string]string{"epoch": ne}})
 		}
 	}
-	if _, err := co.call(ctx, mAddr, peer.AdminRequest{Op: "prepare", Account: account, Args: map[string]string{
-		"role": "replica", "epoch": ne, "partner_lsn": u(pr.Uint("own_lsn")), "deadline_ms": deadline}}); err != nil {
+	if err := cmp(<-perr, <-perr); err != nil {
 		abort()
 		return err
 	}

@@ -392,7 +392,10 @@ func (w *roleSwitch) prepare(req peer.AdminRequest) peer.AdminReply {
 	p := &prepareFile{Account: req.Account, OldRole: e.Role.String(), NewRole: newRole.String(), OldEpoch: e.Epoch,
 		NewEpoch: epoch, Partner: e.Partner, PartnerLSN: req.Uint("partner_lsn"),
 		Deadline: time.Now().Add(time.Duration(req.Uint("deadline_ms")) * time.Millisecond)}
-	if w.jrnl != nil {
+	switch {
+	case req.Args["own_lsn"] != "":
+		p.OwnLSN = req.Uint("own_lsn") // the coordinator's, recorded by the partner too
+	case w.jrnl != nil:
 		p.OwnLSN = uint64(w.jrnl.Durable())
 	}
 	if err := w.writePrepare(p); err != nil {

@@ -566,8 +566,8 @@ func TestPromoteBackAndForth(t *testing.T) {
 	}
 	sameAccount(t, "bob", b, a, 30*time.Second)
 
-	// Everything off srv-a (e.g. for its OS upgrade).
-	out, code := c.admin(ctx, b, "promote", "-config", b.peerConf(), "-idle", "50ms", "-all-from", a.node)
+	// Everything off srv-a (e.g. for its OS upgrade), two accounts at once.
+	out, code := c.admin(ctx, b, "promote", "-config", b.peerConf(), "-idle", "50ms", "-parallel", "2", "-all-from", a.node)
 	if code != 0 || !strings.Contains(out, "[2/2]") || !strings.Contains(out, "2 of 2 account(s) swapped") {
 		t.Fatalf("promote -all-from %s: exit %d:\n%s", a.node, code, out)
 	}

@@ -9,5 +9,5 @@ const (
 	ExitNotFound = 3 // the thing asked about does not exist (rolemap get: no such account)
 	ExitMount    = 4 // mount: the mount point is busy, stale or not usable
 	ExitBusy     = 5 // promote/demote: the account is in use (open files, recent changes); try again
-	ExitRefused  = 6 // promote/demote/failover: refused (roles disagree, diverged, a peer down or up, ...)
+	ExitRefused  = 6 // promote/demote/failover refused (roles disagree, diverged, a peer down or up, ...); rolemap build lowering an epoch
 )

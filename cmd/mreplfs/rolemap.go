@@ -6,13 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"mreplfs/rolemap"
 )
 
 // rolemapCommands are the subcommands of "mreplfs rolemap".
 var rolemapCommands = []struct{ name, args, summary string }{
-	{"build", "SRC.txt DST.cdb", "build the CDB role map from a text source (atomic replace)"},
+	{"build", "SRC.txt DST.cdb", "build the CDB role map from a text source (atomic replace; refused if it\n"+
+		"                           would lower an account's epoch, unless the first argument is -force)"},
 	{"get", "DB.cdb ACCOUNT", "print an account's role, partner and epoch (exit 3 if absent)"},
 	{"dump", "DB.cdb", "print a role map back in the text source format"},
 	{"check", "SRC.txt", "validate a text source and print its account count"},
@@ -71,16 +73,54 @@ func rolemapArgs(e *env, name string, n int, args []string) ([]string, error) {
 }
 
 func rolemapBuild(e *env, args []string) error {
+	force := false
+	if len(args) > 0 && (args[0] == "-force" || args[0] == "--force") {
+		force, args = true, args[1:]
+	}
 	a, err := rolemapArgs(e, "build", 2, args)
 	if err != nil {
 		return err
 	}
-	n, err := rolemap.BuildFile(a[0], a[1])
+	recs, err := rolemap.ParseFile(a[0])
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s: %d accounts\n", a[1], n)
+	if !force {
+		if err := epochsKept(a[1], recs); err != nil {
+			return err
+		}
+	}
+	if err := rolemap.Build(a[1], recs); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s: %d accounts\n", a[1], len(recs))
 	return nil
+}
+
+// epochsKept refuses a source that would turn an account of the existing
+// map at dst back to a lower epoch: a promote or failover changed it since
+// the source was written (mreplfs rolemap dump gives the current text).
+func epochsKept(dst string, recs []rolemap.Record) error {
+	old, err := rolemap.Open(dst)
+	if err != nil {
+		return nil // no map yet, or one that cannot be read: nothing to keep
+	}
+	defer old.Close()
+	var lower []string
+	for _, r := range recs {
+		if e, ok := old.Lookup(r.Account); ok && e.Epoch > r.Epoch {
+			lower = append(lower, fmt.Sprintf("%s (epoch %d in %s, %d in the source)", r.Account, e.Epoch, dst, r.Epoch))
+		}
+	}
+	if len(lower) == 0 {
+		return nil
+	}
+	more := ""
+	if len(lower) > 5 {
+		more, lower = fmt.Sprintf(" and %d more", len(lower)-5), lower[:5]
+	}
+	return withCode(ExitRefused, fmt.Errorf("the source would lower the epoch of %s%s: roles changed since it was written; "+
+		"start from 'mreplfs rolemap dump %s', or give -force", strings.Join(lower, ", "), more, dst))
 }
 
 func rolemapGet(e *env, args []string) error {

@@ -140,3 +140,43 @@ func TestRolemapDumpRoundTrip(t *testing.T) {
 		t.Fatalf("dump of the rebuilt map: exit %d, got %q, want %q", code, again, dump)
 	}
 }
+
+// TestRolemapBuildKeepsEpochs: rebuilding a map from a source that would
+// turn an account back to a lower epoch (a promote or failover raised it
+// since) is refused with exit 6, unless -force.
+func TestRolemapBuildKeepsEpochs(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "roles.txt"), filepath.Join(dir, "roles.cdb")
+	if err := os.WriteFile(src, []byte(goodRoles), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := rolemapCLI(t, "rolemap", "build", src, dst); code != 0 {
+		t.Fatalf("build: exit %d: %s", code, stderr)
+	}
+	// A role change raises alice's epoch in the map.
+	if code, _, stderr := rolemapCLI(t, "rolemap", "build", src, dst); code != 0 {
+		t.Fatalf("rebuild with the same epochs: exit %d: %s", code, stderr)
+	}
+	if err := os.WriteFile(src, []byte(strings.Replace(goodRoles, "alice    master  10.0.0.2:7000 3", "alice    replica 10.0.0.2:7000 4", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := rolemapCLI(t, "rolemap", "build", src, dst); code != 0 {
+		t.Fatalf("build raising an epoch: exit %d: %s", code, stderr)
+	}
+	if err := os.WriteFile(src, []byte(goodRoles), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := rolemapCLI(t, "rolemap", "build", src, dst)
+	if code != ExitRefused || !strings.Contains(stderr, "alice (epoch 4") || !strings.Contains(stderr, "rolemap dump") {
+		t.Errorf("build lowering alice's epoch: exit %d, want %d: %s", code, ExitRefused, stderr)
+	}
+	if _, out, _ := rolemapCLI(t, "rolemap", "get", dst, "alice"); !strings.Contains(out, "4") {
+		t.Errorf("the refused build changed the map: %s", out)
+	}
+	if code, _, stderr := rolemapCLI(t, "rolemap", "build", "-force", src, dst); code != 0 {
+		t.Errorf("build -force: exit %d: %s", code, stderr)
+	}
+	if _, out, _ := rolemapCLI(t, "rolemap", "get", dst, "alice"); !strings.Contains(out, "3") {
+		t.Errorf("build -force did not replace the map: %s", out)
+	}
+}

@@ -13,7 +13,7 @@ import (
 
 // rolemapCommands are the subcommands of "mreplfs rolemap".
 var rolemapCommands = []struct{ name, args, summary string }{
-	{"build", "SRC.txt DST.cdb", "build the CDB role map from a text source (atomic replace; refused if it\n"+
+	{"build", "SRC.txt DST.cdb", "build the CDB role map from a text source (atomic replace; refused if it\n" +
 		"                           would lower an account's epoch, unless the first argument is -force)"},
 	{"get", "DB.cdb ACCOUNT", "print an account's role, partner and epoch (exit 3 if absent)"},
 	{"dump", "DB.cdb", "print a role map back in the text source format"},

@@ -48,7 +48,7 @@ func BenchmarkRoleChange(b *testing.B) {
 	ctx := context.Background()
 	pid := os.Getpid()
 	bin := benchBinary(b)
-	c, err := newCluster(ctx, bin, b.TempDir(), fmt.Sprintf("mrb%d", pid%1000), 10+pid%200,
+	c, err := newCluster(ctx, bin, b.TempDir(), fmt.Sprintf("mrt%d", pid%1000), 10+pid%200,
 		[][]string{{"alice", "carol"}, {"bob", "dave"}})
 	b.Cleanup(func() {
 		if b.Failed() && c != nil {

@@ -97,7 +97,9 @@ func writeRefused(t testing.TB, s *node, account string) {
 // and demoted back (run on the other): each time writes are refused on the
 // old master and accepted on the new one, replication runs the new way, and
 // both servers' role maps agree. A busy account (an open file, changes
-// within the idle time) is refused with exit code 5, and promoted once idle.
+// within the idle time) is refused with exit code 5, and promoted once idle;
+// a diverged replica (-verify) and a partner whose peer is down are refused
+// with exit code 6.
 func TestPromote(t *testing.T) {
 	c := newTestCluster(t, [][]string{{"alice", "carol"}, {"bob", "dave"}})
 	a, b := c.servers[0], c.servers[1]
@@ -228,6 +230,26 @@ func TestPromote(t *testing.T) {
 	if st := c.servers[1].status(); fmt.Sprint(st.Accounts["alice"].State) != "ok" {
 		t.Errorf("alice on %s: %+v", b.node, st.Accounts["alice"])
 	}
+
+	// Peer down: the partner's peer is stopped; promote refuses, changing
+	// nothing, and works again once it is back.
+	c.killPeer(b)
+	out, code = c.admin(ctx, a, "promote", "-config", a.peerConf(), "-idle", "100ms", "-timeout", "2s", "alice")
+	if code != ExitRefused || !strings.Contains(out, "peer down") {
+		t.Errorf("promote with the partner's peer down: exit %d, want %d (peer down):\n%s", code, ExitRefused, out)
+	}
+	if e := a.role(t, "alice"); e.Role != rolemap.Master || e.Epoch != 3 {
+		t.Errorf("a refused promote changed alice on %s: %+v", a.node, e)
+	}
+	if err := c.startPeer(b); err != nil {
+		t.Fatal(err)
+	}
+	out, code = c.admin(ctx, a, "promote", "-config", a.peerConf(), "-idle", "100ms", "alice")
+	if code != 0 {
+		t.Fatalf("promote once the peer is back: exit %d:\n%s", code, out)
+	}
+	deliverTo(t, b, db, "alice/Back", 2)
+	sameAccount(t, "alice", b, a, 30*time.Second)
 }
 
 // TestFailover: alice's master A is cut off while it takes mail (so its

@@ -147,23 +147,39 @@ func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap
 		return "", 0, nil
 	}
 	upTo = max(upTo, w.jrnl.Durable())
-	// Every record at or below the partner's consumer position was applied
-	// there (or was not for it): the tail lies above it.
-	from := journal.LSN(1)
-	for n, a := range w.cfg.partners {
-		if a == old.Partner {
-			if l, ok := w.jrnl.Acked("peer:" + n); ok {
-				from = l + 1
+	// The tail lies above what the partner applied of this account. Not
+	// above the partner's consumer position: once it masters the account,
+	// the partner drops this node's records of it but still acknowledges
+	// them, so the consumer position can pass the very records the tail is
+	// made of (a returning old master's sender streams them before the
+	// handshake fences it). Only when the journal no longer holds them
+	// (segments acknowledged by every consumer are deleted) does the scan
+	// start at the consumer position, and say so.
+	from := journal.LSN(applied) + 1
+	r, err := w.jrnl.NewReader(from)
+	if err != nil {
+		for n, a := range w.cfg.partners {
+			if a == old.Partner {
+				if l, ok := w.jrnl.Acked("peer:" + n); ok && l+1 > from {
+					from = l + 1
+				}
+			}
+		}
+		w.log.Warn("fencing: the journal no longer holds all the account's records above what the partner applied; the quarantine may miss some",
+			"account", account, "partner_applied", applied, "from", from, "err", err)
+		r, err = nil, nil
+		if from <= upTo {
+			if r, err = w.jrnl.NewReader(from); err != nil {
+				return "", 0, fmt.Errorf("read the journal from %d: %w", from, err)
 			}
 		}
 	}
 	var recs []journal.Record
 	scanned := 0
+	if from > upTo && r != nil {
+		r.Close()
+	}
 	if from <= upTo {
-		r, err := w.jrnl.NewReader(from)
-		if err != nil {
-			return "", 0, fmt.Errorf("read the journal from %d: %w", from, err)
-		}
 		// Through upTo, which the mount reported durable: this process's
 		// view of the journal may lag it by a moment.
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)

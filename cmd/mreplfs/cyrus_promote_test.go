@@ -234,11 +234,14 @@ func subjectsIn(t *testing.T, in *cyrustest.Instance, account string) map[string
 }
 
 // failoverPhase crashes server 0 under load (Cyrus, mount and peer killed
-// at once), runs `mreplfs failover -all-from` on server 1, and checks what
-// the survivor serves: every account of the dead server is writable there
-// at once; each delivery the dead Cyrus acknowledged is readable there,
-// except (async mode) those acknowledged in the last moments before the
-// crash, which are counted and reported.
+// at once with SIGKILL), runs `mreplfs failover -all-from` on server 1, and
+// checks what the survivor serves. Half of the dead server's accounts are in
+// sync mode: every delivery Cyrus acknowledged for them must be on the
+// survivor. For the async half, the link is cut for a moment before the
+// crash, so that some acknowledged deliveries cannot have been shipped: the
+// survivor must lack exactly those, and when the dead server comes back its
+// peer must set every one of them aside in its quarantine (and nothing the
+// survivor has), then resync as the replica.
 func (cs *cyrusServers) failoverPhase(t *testing.T) {
 	ctx := context.Background()
 	dead, surv := cs.c.servers[0], cs.c.servers[1]
@@ -291,7 +294,8 @@ func (cs *cyrusServers) failoverPhase(t *testing.T) {
 			}
 			mu.Unlock()
 			for _, err := range errs {
-				if err != nil {
+				var re *cyrustest.ReplyError
+				if err != nil && !errors.As(err, &re) {
 					loadDone <- nil // the crash cut the connection
 					return
 				}
@@ -327,6 +331,35 @@ func (cs *cyrusServers) failoverPhase(t *testing.T) {
 	if inSync != len(syncMode) || mst.Sync.Waits == 0 {
 		t.Fatalf("sync mode not in force on %s (%d of %d accounts, %d waits):\n%s", dead.node, inSync, len(syncMode), mst.Sync.Waits, out)
 	}
+	// Cut the dead-to-be server's link: what it acknowledges for its async
+	// accounts from now on cannot reach the survivor (sync accounts wait,
+	// then refuse: 451). The async loss must be exactly these, and the
+	// old master must list exactly them when it comes back.
+	if err := cs.c.setLink(ctx, dead, false); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	var asyncAccts []string
+	for _, a := range accounts {
+		if !syncMode[a] {
+			asyncAccts = append(asyncAccts, a)
+		}
+	}
+	lc, err := cyrustest.DialLMTP(ctx, cs.cyrus[0].LMTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < 6; k++ {
+		a := asyncAccts[k%len(asyncAccts)]
+		subj := fmt.Sprintf("during the cut %d", k)
+		if err := lc.Deliver("x@example.org", []string{a}, cyrustest.Message(subj, 3000))[0]; err != nil {
+			t.Fatalf("async delivery to %s with the link cut: %v", a, err)
+		}
+		mu.Lock()
+		acks = append(acks, acked{a, subj, time.Now()})
+		mu.Unlock()
+	}
+	lc.Close()
 	crashAt := cs.crashServer(t, 0)
 	close(stop)
 	if err := <-loadDone; err != nil {
@@ -348,8 +381,11 @@ func (cs *cyrusServers) failoverPhase(t *testing.T) {
 
 	lost, syncAcked, asyncAcked := 0, 0, 0
 	var lostWindow time.Duration
+	missing := map[string]map[string]bool{} // account → subjects
+	onSurvivor := map[string]map[string]bool{}
 	for _, a := range accounts {
 		have := subjectsIn(t, cs.cyrus[1], a)
+		onSurvivor[a] = have
 		for _, ak := range acks {
 			if ak.account != a {
 				continue
@@ -368,6 +404,10 @@ func (cs *cyrusServers) failoverPhase(t *testing.T) {
 				continue
 			}
 			lost++
+			if missing[a] == nil {
+				missing[a] = map[string]bool{}
+			}
+			missing[a][ak.subject] = true
 			if d := crashAt.Sub(ak.at); d > lostWindow {
 				lostWindow = d
 			}
@@ -382,6 +422,108 @@ func (cs *cyrusServers) failoverPhase(t *testing.T) {
 		}
 		c.Logout()
 	}
-	t.Logf("sync mode: all %d acknowledged deliveries on the survivor; async mode: %d of %d missing (the oldest acknowledged %v before the crash)",
-		syncAcked, lost, asyncAcked, lostWindow.Round(time.Millisecond))
+	cutLost := 0
+	for _, ak := range acks {
+		if ak.at.After(cutAt) {
+			if !missing[ak.account][ak.subject] {
+				t.Errorf("%s's %q, acknowledged with the link cut, is on the survivor: the cut did not cut", ak.account, ak.subject)
+			}
+			cutLost++
+		}
+	}
+	t.Logf("sync mode: all %d acknowledged deliveries on the survivor; async mode: %d of %d missing, %d of them acknowledged after the link was cut %v before the crash (the oldest missing: %v before the crash)",
+		syncAcked, lost, asyncAcked, cutLost, crashAt.Sub(cutAt).Round(time.Millisecond), lostWindow.Round(time.Millisecond))
+
+	// The dead server comes back (mount and peer; its Cyrus stays down):
+	// its peer learns its epoch is stale, sets the unreplicated tail aside
+	// as a quarantine and resyncs from the new master. The quarantine must
+	// list exactly the missing messages.
+	if err := cs.c.setLink(ctx, dead, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.c.startMount(ctx, dead); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.c.startPeer(dead); err != nil {
+		t.Fatal(err)
+	}
+	var reported map[string]map[string]bool
+	complete := func() bool {
+		for a, subs := range missing {
+			for s := range subs {
+				if !reported[a][s] {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		reported = quarantinedSubjects(t, filepath.Join(dead.dir, "peer", "quarantine"))
+		if complete() {
+			break
+		}
+		if time.Now().After(deadline) {
+			for a, subs := range missing {
+				for s := range subs {
+					if !reported[a][s] {
+						t.Errorf("%s's lost %q is not in the old master's quarantine", a, s)
+					}
+				}
+			}
+			t.FailNow()
+		}
+	}
+	// Everything else the quarantine holds was never acknowledged: a
+	// sync-mode delivery refused (451) when the replica's ack did not come,
+	// or one cut off by the crash. None of it is on the survivor.
+	unacked := 0
+	for a, subs := range reported {
+		for s := range subs {
+			switch {
+			case onSurvivor[a][s]:
+				t.Errorf("the old master's quarantine holds %s's %q, which is on the survivor too", a, s)
+			case !missing[a][s]:
+				unacked++
+			}
+		}
+	}
+	t.Logf("the old master came back: its quarantine holds all %d lost acknowledged messages, plus %d never acknowledged (refused or cut off by the crash)", lost, unacked)
+	took := cs.waitTrees(t, 120*time.Second)
+	t.Logf("the old master resynced as replica of every account %v later", took)
+}
+
+// quarantinedSubjects reads every quarantine report under dir and returns
+// the subjects of the message files each keeps, per account.
+func quarantinedSubjects(t *testing.T, dir string) map[string]map[string]bool {
+	t.Helper()
+	out := map[string]map[string]bool{}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "report.json"))
+		if err != nil {
+			continue // being written
+		}
+		var rep quarantineReport
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		for _, f := range rep.Files {
+			if !strings.HasSuffix(f.Path, ".") || f.Copy == "" {
+				continue // not a message file
+			}
+			msg, err := os.ReadFile(filepath.Join(dir, e.Name(), f.Copy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i := bytes.Index(msg, []byte("Subject: ")); i >= 0 {
+				subj := strings.TrimSpace(strings.SplitN(string(msg[i+9:]), "\r\n", 2)[0])
+				if out[rep.Account] == nil {
+					out[rep.Account] = map[string]bool{}
+				}
+				out[rep.Account][subj] = true
+			}
+		}
+	}
+	return out
 }

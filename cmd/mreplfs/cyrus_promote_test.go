@@ -424,14 +424,16 @@ func (cs *cyrusServers) failoverPhase(t *testing.T) {
 	}
 	cutLost := 0
 	for _, ak := range acks {
-		if ak.at.After(cutAt) {
+		// (a load delivery acknowledged just after the cut may have been
+		// shipped before it: only those sent after the cut must be lost)
+		if strings.HasPrefix(ak.subject, "during the cut") {
 			if !missing[ak.account][ak.subject] {
 				t.Errorf("%s's %q, acknowledged with the link cut, is on the survivor: the cut did not cut", ak.account, ak.subject)
 			}
 			cutLost++
 		}
 	}
-	t.Logf("sync mode: all %d acknowledged deliveries on the survivor; async mode: %d of %d missing, %d of them acknowledged after the link was cut %v before the crash (the oldest missing: %v before the crash)",
+	t.Logf("sync mode: all %d acknowledged deliveries on the survivor; async mode: %d of %d missing, %d of them sent after the link was cut %v before the crash (the oldest missing: acknowledged %v before the crash)",
 		syncAcked, lost, asyncAcked, cutLost, crashAt.Sub(cutAt).Round(time.Millisecond), lostWindow.Round(time.Millisecond))
 
 	// The dead server comes back (mount and peer; its Cyrus stays down):

@@ -23,7 +23,8 @@ account (after its files were changed in the backing tree).
 -peer-state DIR (the peer's state directory) lists the quarantines a
 failover left on this server: per account the unreplicated records kept
 aside when this node came back as a stale master (account, mailbox, files,
-byte ranges; the full report is DIR/quarantine/*/report.json).
+byte ranges; the full report is DIR/quarantine/*/report.json), and any role
+change prepared and not yet committed or resolved.
 
 Exit status: 0 on success, 1 when the mount cannot be reached or refuses.`
 
@@ -50,6 +51,14 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		}
 		for i := range reps {
 			fmt.Fprintf(e.stdout, "%s\n%s\n", dirs[i], formatQuarantine(&reps[i]))
+		}
+		preps, err := listPrepared(*peerState)
+		if err != nil {
+			return err
+		}
+		for _, p := range preps {
+			fmt.Fprintf(e.stdout, "role change prepared, not committed: %s %s → %s at epoch %d (deadline %s); the peer resolves it\n",
+				p.Account, p.OldRole, p.NewRole, p.NewEpoch, p.Deadline.Format(time.RFC3339))
 		}
 		return nil
 	}

@@ -706,3 +706,29 @@ func (w *roleSwitch) stale(ctx context.Context, account string, epoch, applied u
 		}
 	}()
 }
+
+// listPrepared reads the prepare files under state/roles.
+func listPrepared(state string) ([]prepareFile, error) {
+	ents, err := os.ReadDir(filepath.Join(state, "roles"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []prepareFile
+	for _, de := range ents {
+		if !strings.HasSuffix(de.Name(), ".prepare") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(state, "roles", de.Name()))
+		if err != nil {
+			continue
+		}
+		var p prepareFile
+		if json.Unmarshal(b, &p) == nil {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}

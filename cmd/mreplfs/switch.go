@@ -531,11 +531,25 @@ func (w *roleSwitch) abort(req peer.AdminRequest) peer.AdminReply {
 	if e, _, err := w.entry(req.Account); err == nil && e.Epoch >= p.NewEpoch {
 		return refused("the role change of %s to epoch %d is committed here", req.Account, p.NewEpoch)
 	}
-	if err := w.removePrepare(req.Account); err != nil {
+	if err := w.dropPrepare(context.WithoutCancel(context.Background()), p); err != nil {
 		return failed(err)
 	}
 	w.log.Info("role change aborted", "account", req.Account, "epoch", p.NewEpoch)
 	return ok(nil)
+}
+
+// dropPrepare removes an aborted prepare; on the old master it also lifts
+// the freeze at once (a coordinator that died would leave it to lapse).
+func (w *roleSwitch) dropPrepare(ctx context.Context, p *prepareFile) error {
+	if err := w.removePrepare(p.Account); err != nil {
+		return err
+	}
+	if p.OldRole == "master" {
+		if _, err := w.control(ctx, fs.ControlRequest{Cmd: "unfreeze", Account: p.Account}); err != nil {
+			w.log.Warn("unfreeze after an abort (it lapses by itself)", "account", p.Account, "err", err)
+		}
+	}
+	return nil
 }
 
 // takeover makes this node master of a replica account at epoch+1 at once
@@ -649,7 +663,7 @@ func (w *roleSwitch) resolveOne(ctx context.Context, account string, dial func(c
 			// Our commit is the decision and it is refused after the
 			// deadline: nobody can have committed.
 			w.log.Warn("resolving a role change cut short: partner unreachable, aborting it here (this node committed nothing)", "account", account, "epoch", p.NewEpoch, "err", err)
-			w.removePrepare(account)
+			w.dropPrepare(ctx, p)
 		}
 		return
 	}
@@ -667,7 +681,7 @@ func (w *roleSwitch) resolveOne(ctx context.Context, account string, dial func(c
 		// The old master never committed (it decides first), or it holds
 		// no prepare any more: abort.
 		w.log.Info("resolving a role change cut short: not committed; aborting", "account", account, "epoch", p.NewEpoch)
-		w.removePrepare(account)
+		w.dropPrepare(ctx, p)
 	}
 }
 

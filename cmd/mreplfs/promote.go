@@ -143,6 +143,7 @@ func swapAll(ctx context.Context, out io.Writer, cfg *peerConfig, o swapOptions,
 		go func() {
 			defer wg.Done()
 			co := newCoordinator(cfg, o)
+			co.prewarm(ctx)
 			defer co.close()
 			for i := range next {
 				var buf bytes.Buffer
@@ -193,6 +194,39 @@ type coordinator struct {
 
 func newCoordinator(cfg *peerConfig, o swapOptions) *coordinator {
 	return &coordinator{cfg: cfg, o: o, out: io.Discard, conns: map[string]*peer.AdminClient{}}
+}
+
+// prewarm opens the admin connections to this node's peer and its partners
+// at once (the TLS handshakes overlap), waiting at most a second: a peer
+// that does not answer by then is left for call to dial and report.
+func (co *coordinator) prewarm(ctx context.Context) {
+	addrs := []string{co.cfg.listen}
+	for _, a := range co.cfg.partners {
+		addrs = append(addrs, a)
+	}
+	var wg sync.WaitGroup
+	for _, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dctx, cancel := context.WithTimeout(ctx, min(co.o.timeout, time.Second))
+			defer cancel()
+			c, err := co.cfg.dialAdmin(dctx, a)
+			if err != nil {
+				return
+			}
+			co.mu.Lock()
+			if co.conns[a] == nil {
+				co.conns[a] = c
+				c = nil
+			}
+			co.mu.Unlock()
+			if c != nil {
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func (co *coordinator) close() {

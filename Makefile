@@ -68,7 +68,7 @@ clean:
 # Results: bench/drbd/results/. SMOKE=1: one short round (CI), results in the
 # work directory.
 ROUNDS ?= 3
-FILES  ?= 2000
+FILES  ?= 300
 .PHONY: bench-drbd
 bench-drbd:
 	$(GO) run ./bench/drbd -rounds $(ROUNDS) -files $(FILES) $(if $(SMOKE),-smoke)

@@ -5,7 +5,7 @@
 //
 // Run it as root from the repository root (make bench-drbd):
 //
-//	go run ./bench/drbd -rounds 3 -files 2000
+//	go run ./bench/drbd -rounds 3 -files 300
 //
 // What it does, in order (main.go):
 //

@@ -64,7 +64,7 @@ func main() {
 	}
 	fl := flag.NewFlagSet("drbd", flag.ExitOnError)
 	rounds := fl.Int("rounds", 3, "rounds; each runs every workload on every configuration, interleaved")
-	files := fl.Int("files", 2000, "plain workload: files per run (cyrus: files/4 deliveries to 1 mailbox, files/40 to 10)")
+	files := fl.Int("files", 300, "plain workload: files per run (cyrus: files/4 deliveries to 1 mailbox, files/40 to 10)")
 	smoke := fl.Bool("smoke", false, "one short round (CI): -rounds 1 -files 40, results in the work directory")
 	work := fl.String("work", filepath.Join(os.TempDir(), "mreplfs-bench-drbd"), "work directory (package cache, scratch)")
 	out := fl.String("out", "bench/drbd/results", "results directory (results.md, chart.svg, raw.jsonl)")

@@ -216,11 +216,15 @@ func writeReport(dir string, recs []record, m reportMeta) error {
 				unit = "files/s"
 			}
 			fmt.Fprintf(&b, "### %s — %d per run\n\n", workloadLabel[wl.Name], wl.N)
-			fmt.Fprintf(&b, "| configuration | %s median (range) | × plain (per-round median, range) | %s p50 / p99 ms | link bytes / payload byte (a→b only) | device writes / payload | guest CPU ms / delivery | replication lag p50 / p99 ms, last file after end | replica checks |\n", unit, ss[0].LatKind)
+			cpuHead := "guest CPU ms / delivery (a+b)"
+			if env == "host" {
+				cpuHead = "CPU ms / delivery (workload + mreplfs processes)"
+			}
+			fmt.Fprintf(&b, "| configuration | %s median (range) | × plain (per-round median, range) | %s p50 / p99 ms | link bytes / payload byte (a→b only) | device writes / payload | %s | replication lag p50 / p99 ms, last file after end | replica checks |\n", unit, ss[0].LatKind, cpuHead)
 			fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|\n")
 			for _, s := range ss {
 				lag := "–"
-				if strings.HasPrefix(s.Config, "mreplfs") {
+				if s.Config == "mreplfs-async" || s.Config == "mreplfs-sync" {
 					lag = fmt.Sprintf("%.1f / %.1f, %.0f ms", s.LagP50, s.LagP99, s.Cat)
 				}
 				checks := "–"
@@ -235,12 +239,17 @@ func writeReport(dir string, recs []record, m reportMeta) error {
 				if s.Config != "plain" && s.Config != "mreplfs-nojournal" {
 					wire = fmt.Sprintf("%.2f (%.2f)", s.Wire, s.Tx)
 				}
-				fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %.2f (%.2f–%.2f) | %.2f / %.1f | %s | %.2f | %s | %s | %s |\n",
-					configLabel[s.Config], s.PerSec, s.Min, s.Max, s.Ratio, s.RatioMin, s.RatioMax, s.P50, s.P99, wire, s.Block, cpu, lag, checks)
+				block := fmt.Sprintf("%.2f", s.Block)
+				if env == "host" {
+					block = "–" // no device of its own
+				}
+				fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %.2f (%.2f–%.2f) | %.2f / %.1f | %s | %s | %s | %s | %s |\n",
+					configLabel[s.Config], s.PerSec, s.Min, s.Max, s.Ratio, s.RatioMin, s.RatioMax, s.P50, s.P99, wire, block, cpu, lag, checks)
 			}
 			b.WriteString("\n")
 		}
 	}
+	b.WriteString(goals(recs, m))
 	if m.SyncMissing {
 		b.WriteString("mreplfs sync: not measured — the mreplfs binary built for this run had no `sync_mode` setting yet.\n\n")
 	}
@@ -249,6 +258,38 @@ func writeReport(dir string, recs []record, m reportMeta) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "chart.svg"), []byte(chart(charts, m)), 0o644)
+}
+
+// goals compares the UML rows with issue 10's goals (the compass's
+// performance row).
+func goals(recs []record, m reportMeta) string {
+	if !contains(m.Envs, "uml") {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("## The issue's goals, in the UML guests\n\n| workload | goal | measured | met |\n|---|---|---|---|\n")
+	yes := map[bool]string{true: "yes", false: "**no**"}
+	for _, wl := range m.Workloads {
+		by := map[string]summary{}
+		for _, s := range summarize(recs, "uml", wl.Name, m.Configs) {
+			by[s.Config] = s
+		}
+		for _, g := range [][2]string{{"mreplfs-sync", "drbd-C"}, {"mreplfs-async", "drbd-A"}} {
+			mr, okM := by[g[0]]
+			dr, okD := by[g[1]]
+			if okM && okD {
+				fmt.Fprintf(&b, "| %s | %s × plain ≥ %s × plain | %.2f vs %.2f | %s |\n", wl.Name, configShort[g[0]], configShort[g[1]],
+					mr.Ratio, dr.Ratio, yes[mr.Ratio >= dr.Ratio])
+			}
+		}
+		for _, c := range []string{"mreplfs-async", "mreplfs-sync"} {
+			if s, ok := by[c]; ok {
+				fmt.Fprintf(&b, "| %s | %s link bytes ≤ 1.1 × payload (DRBD C: %.2f) | %.2f | %s |\n", wl.Name, configShort[c], by["drbd-C"].Wire, s.Wire, yes[s.Wire <= 1.1])
+			}
+		}
+	}
+	b.WriteString("\n")
+	return b.String()
 }
 
 func methodNotes(m reportMeta) string {
@@ -283,7 +324,9 @@ func methodNotes(m reportMeta) string {
   message file exists in b's backing tree (polled every 5 ms), with the two clocks' offset measured through the
   command agent (uncertainty about a millisecond). A Cyrus-shaped delivery writes its message file before its index and
   quota, so replication can overtake the end of the delivery: a negative lag means the file was on the replica before
-  the delivery finished (in sync mode it must be). "last file after end" is how long after the workload ended the
+  the delivery finished (in sync mode a Cyrus-shaped delivery's must be: the message file's fsync waits for the replica;
+  the plain workload's file is fsynced under tmp/ and renamed to new/ without another fsync, so its new/ name may arrive
+  after the workload moved on). "last file after end" is how long after the workload ended the
   replica had everything. DRBD protocol C has no lag by construction; protocol A's is not measured.
 - **mreplfs sync** runs with "sync_mode: sync", "sync_timeout: 60s", "sync_policy: degrade"; a run that degraded to
   async would say so in raw.jsonl (sync_degrades).

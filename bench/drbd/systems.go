@@ -99,6 +99,9 @@ func (h *harness) runOne(ctx context.Context, round, wi int, wl wlSpec, cfg stri
 	}()
 	cleanup := func(g *guest, cmd string) {
 		teardown = append(teardown, func() {
+			if ctx.Err() != nil {
+				return // interrupted: the guests are being stopped anyway
+			}
 			if _, terr := g.run(context.WithoutCancel(ctx), T, cmd); terr != nil && err == nil {
 				err = fmt.Errorf("teardown: %w", terr)
 			}

@@ -36,7 +36,7 @@ unmount-stale:
 # -timeout: a hang gives a backtrace; -p 1: one package at a time (mount tests
 # print live and do not compete); -count 1: never a cached result.
 test: unmount-stale
-	TMPDIR=$(TESTTMP) $(GO) test -timeout 15m -p 1 -count 1 $(PKGS)
+	TMPDIR=$(TESTTMP) $(GO) test -timeout 25m -p 1 -count 1 $(PKGS)
 
 race: unmount-stale
 	TMPDIR=$(TESTTMP) $(GO) test -race -timeout 20m -p 1 -count 1 ./journal/... ./rolemap/... ./fs/... ./peer/...

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,4 +134,38 @@ func TestDrain(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestRestartDuringSetup: a Restart while a session is being set up (its
+// account list read, its handshake under way) makes that session restart
+// too, so it never streams with a list from before the role change.
+func TestRestartDuringSetup(t *testing.T) {
+	p := newPair(t, []string{"alice"})
+	s, _ := p.sender(t, p.tlsA)
+	var dials, lists atomic.Int32
+	hold := make(chan struct{})
+	s.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+		if dials.Add(1) == 2 {
+			<-hold
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	accounts := s.Accounts
+	s.Accounts = func() []AccountEpoch { lists.Add(1); return accounts() }
+	run(t, s)
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitUntil("the first session", s.Connected)
+	s.Restart() // the second session's dial blocks
+	waitUntil("the second dial", func() bool { return dials.Load() == 2 })
+	s.Restart() // while the second session is being set up
+	close(hold)
+	waitUntil("a third account list", func() bool { return lists.Load() >= 3 && s.Connected() })
 }

@@ -20,6 +20,7 @@ var errRestart = errors.New("peer: the accounts to ship changed; reconnecting")
 // accounts the role map gives now (Accounts).
 func (s *Sender) Restart() {
 	s.curMu.Lock()
+	s.gen++ // a session being set up now restarts too (session)
 	c := s.cur
 	s.curMu.Unlock()
 	if c != nil {

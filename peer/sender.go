@@ -98,6 +98,7 @@ type Sender struct {
 
 	curMu sync.Mutex
 	cur   *sconn        // the streaming session, if connected
+	gen   uint64        // Restart calls so far
 	kick  chan struct{} // Restart: cut a reconnect backoff short
 }
 
@@ -339,6 +340,9 @@ func (s *Sender) handshake(ctx context.Context, accounts []AccountEpoch) (*sconn
 }
 
 func (s *Sender) session(ctx context.Context) error {
+	s.curMu.Lock()
+	gen := s.gen
+	s.curMu.Unlock()
 	accounts := s.Accounts()
 	sc, br, w, ctx, err := s.handshake(ctx, accounts)
 	if err != nil {
@@ -411,6 +415,12 @@ func (s *Sender) session(ctx context.Context) error {
 		go sc.watchUnclean(ctx)
 	}
 	s.curMu.Lock()
+	if s.gen != gen {
+		// A Restart came while this session was being set up: its
+		// account list may be stale already.
+		s.curMu.Unlock()
+		return errRestart
+	}
 	s.cur = sc
 	s.curMu.Unlock()
 	defer func() {

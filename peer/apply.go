@@ -172,9 +172,12 @@ type batch struct {
 	a      *DirApplier
 	ctx    context.Context
 	fetch  BlobFetcher
-	files  map[[2]string]bool
+	files  map[[2]string]bool // touched and not fsynced yet
 	dirs   map[[2]string]bool
 	hashes map[[32]byte]hashRef
+	// flushedFiles and flushedDirs: touched and already fsynced (by a
+	// checkpoint's flush), kept for touched().
+	flushedFiles, flushedDirs map[[2]string]bool
 }
 
 // ApplyBatch applies recs (in journal order) and makes them durable. Records
@@ -384,6 +387,8 @@ func bState(m map[string]AccountState, acct string) func(AccountState) {
 func (b *batch) init() {
 	b.files = map[[2]string]bool{}
 	b.dirs = map[[2]string]bool{}
+	b.flushedFiles = map[[2]string]bool{}
+	b.flushedDirs = map[[2]string]bool{}
 	b.hashes = map[[32]byte]hashRef{}
 }
 
@@ -392,7 +397,7 @@ func (b *batch) init() {
 func (b *batch) touched() map[string][]string {
 	out := map[string][]string{}
 	seen := map[[2]string]bool{}
-	for _, m := range []map[[2]string]bool{b.files, b.dirs} {
+	for _, m := range []map[[2]string]bool{b.files, b.dirs, b.flushedFiles, b.flushedDirs} {
 		for k := range m {
 			if !seen[k] {
 				seen[k] = true
@@ -406,7 +411,10 @@ func (b *batch) touched() map[string][]string {
 	return out
 }
 
-// flush fsyncs the files and directories the batch touched.
+// flush fsyncs the files and directories the batch touched since the last
+// flush (a batch with many renames flushes at each checkpoint: only what
+// changed since is synced again, or the cost would grow with the square of
+// the batch).
 func (b *batch) flush() error {
 	for k := range b.files {
 		t := b.a.trees[k[0]]
@@ -438,6 +446,14 @@ func (b *batch) flush() error {
 			return fmt.Errorf("fsync dir of %s/%s: %w", k[0], k[1], err)
 		}
 	}
+	for k := range b.files {
+		b.flushedFiles[k] = true
+	}
+	for k := range b.dirs {
+		b.flushedDirs[k] = true
+	}
+	clear(b.files)
+	clear(b.dirs)
 	return nil
 }
 

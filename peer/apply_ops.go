@@ -548,7 +548,7 @@ func (b *batch) moveTouched(t *treeRoot, from, to string, exchange bool) {
 			}
 		}
 	}
-	for _, m := range []map[[2]string]bool{b.files, b.dirs} {
+	for _, m := range []map[[2]string]bool{b.files, b.dirs, b.flushedFiles, b.flushedDirs} {
 		move(m, from, to)
 		if exchange {
 			move(m, to, from)

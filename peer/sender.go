@@ -86,7 +86,9 @@ type Sender struct {
 	// OnStale, when set, is called when the partner says an account this
 	// node ships is mastered there at a higher epoch (a failover while this
 	// node was away): epoch is the partner's, applied the last record of
-	// this node it applied. The account is left out of the session.
+	// this node it applied. The account is left out of the session. It runs
+	// during the session's setup, before anything streams (the session
+	// waits for it), and may call Restart.
 	OnStale func(account string, epoch, applied uint64)
 
 	Stats SenderStats

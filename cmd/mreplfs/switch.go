@@ -708,17 +708,20 @@ func (c *peerConfig) dialAdmin(ctx context.Context, addr string) (*peer.AdminCli
 }
 
 // stale is the sender's OnStale: the partner took the account over at a
-// higher epoch while this node was away (a failover).
+// higher epoch while this node was away (a failover). It fences the account
+// before the session streams anything: the session skips the account's
+// records (the partner refused it), so its consumer position would
+// otherwise pass the tail, and the journal could drop it, before it is read.
+// The fence's role change restarts the session (Sender.Restart during its
+// setup), which then reconnects without the account.
 func (w *roleSwitch) stale(ctx context.Context, account string, epoch, applied uint64) {
 	if w.fence == nil {
 		w.log.Error("account failed over to the partner, and this peer cannot fence it", "account", account, "epoch", epoch)
 		return
 	}
-	go func() {
-		if err := w.fence(ctx, account, epoch, applied); err != nil {
-			w.log.Error("fencing a failed-over account", "account", account, "epoch", epoch, "err", err)
-		}
-	}()
+	if err := w.fence(ctx, account, epoch, applied); err != nil {
+		w.log.Error("fencing a failed-over account", "account", account, "epoch", epoch, "err", err)
+	}
 }
 
 // listPrepared reads the prepare files under state/roles.

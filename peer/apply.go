@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -222,6 +223,7 @@ func (a *DirApplier) ApplyBatchDurable(ctx context.Context, recs []journal.Recor
 	// 2. Apply, then make it all durable with one round of fsyncs.
 	b := &batch{a: a, ctx: ctx, fetch: fetch}
 	b.init()
+	uses := indexPaths(recs)
 	// Coalesced outputs of one run share an LSN (a group): an LSN counts as
 	// applied only once its whole group is, so done holds the last complete
 	// group and cur the group under way.
@@ -266,7 +268,10 @@ func (a *DirApplier) ApplyBatchDurable(ctx context.Context, recs []journal.Recor
 		// A rename is not idempotent under replay (rename A→B, C→A replayed
 		// moves C's file to B): checkpoint just before and just after it, so
 		// a crash leaves at most this one rename in doubt, where "source
-		// gone" means done.
+		// gone" means done. The checkpoint after it is needed only when a
+		// later record of the batch names A again (or a path above or
+		// under it), or for an exchange: otherwise replaying the rename
+		// finds A gone, or still the file it moves.
 		checkpointed := r.Op == journal.OpRename && r.LSN > p.Inflight && cur[r.Account] != r.LSN
 		if checkpointed {
 			if err := a.checkpoint(b, r.Account, applied[r.Account]); err != nil {
@@ -296,7 +301,8 @@ func (a *DirApplier) ApplyBatchDurable(ctx context.Context, recs []journal.Recor
 		applied[r.Account] = r.LSN
 		cur[r.Account] = r.LSN
 		epochs[r.Account] = max(ep, r.Epoch)
-		if checkpointed && (i+1 == len(recs) || recs[i+1].LSN != r.LSN) {
+		if checkpointed && (i+1 == len(recs) || recs[i+1].LSN != r.LSN) &&
+			(r.Flags&unix.RENAME_EXCHANGE != 0 || uses.namedAfter(i, r.Tree, r.Path)) {
 			if err := a.checkpoint(b, r.Account, r.LSN); err != nil {
 				return res, err
 			}
@@ -374,6 +380,51 @@ func (a *DirApplier) checkpoint(b *batch, account string, lsn journal.LSN) error
 		return fmt.Errorf("checkpoint before a rename: %w", err)
 	}
 	return nil
+}
+
+// pathUses indexes which paths a batch's records name: for each (tree,
+// path), the last record naming exactly it (exact) and the last naming it
+// or anything under it (under).
+type pathUses struct{ exact, under map[[2]string]int }
+
+func indexPaths(recs []journal.Record) pathUses {
+	u := pathUses{exact: map[[2]string]int{}, under: map[[2]string]int{}}
+	for i := range recs {
+		r := &recs[i]
+		for _, p := range [2]string{r.Path, r.NewPath} {
+			if p == "" {
+				continue
+			}
+			u.exact[[2]string{r.Tree, p}] = i
+			for q := p; ; {
+				u.under[[2]string{r.Tree, q}] = i
+				j := strings.LastIndexByte(q, '/')
+				if j < 0 {
+					break
+				}
+				q = q[:j]
+			}
+		}
+	}
+	return u
+}
+
+// namedAfter reports whether a record after index i names p, a path under
+// it, or one of its parent directories (in tree).
+func (u pathUses) namedAfter(i int, tree, p string) bool {
+	if j, ok := u.under[[2]string{tree, p}]; ok && j > i {
+		return true
+	}
+	for q := p; ; {
+		k := strings.LastIndexByte(q, '/')
+		if k < 0 {
+			return false
+		}
+		q = q[:k]
+		if j, ok := u.exact[[2]string{tree, q}]; ok && j > i {
+			return true
+		}
+	}
 }
 
 // errSimulatedCrash is returned when the crashAfter test hook fires.

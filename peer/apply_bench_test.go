@@ -13,8 +13,9 @@ import (
 
 // BenchmarkApplyRenames applies batches of the small-file workload (a file
 // written under a temporary name, then renamed: 2 records per file), 200
-// files per batch, as a backlog arrives. Each rename is checkpointed, so
-// this measures what a checkpoint costs as a batch grows.
+// files per batch, as a backlog arrives. Each rename is checkpointed before
+// it (the message under its temporary name), so this measures what a
+// checkpoint costs as a batch grows.
 //
 //	go test -run '^$' -bench ApplyRenames -benchtime 5x ./peer
 func BenchmarkApplyRenames(b *testing.B) {

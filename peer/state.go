@@ -1,11 +1,13 @@
 package peer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -34,7 +36,10 @@ type AccountPos struct {
 	Since    time.Time    // when State last changed
 }
 
-type stateStore struct{ db *bolt.DB }
+type stateStore struct {
+	db      *bolt.DB
+	commits atomic.Int64 // transactions committed (tests, benchmarks)
+}
 
 func openState(dir string) (*stateStore, error) {
 	db, err := bolt.Open(filepath.Join(dir, "state.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
@@ -53,7 +58,7 @@ func openState(dir string) (*stateStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("init receiver state: %w", err)
 	}
-	return &stateStore{db}, nil
+	return &stateStore{db: db}, nil
 }
 
 func (s *stateStore) close() error { return s.db.Close() }
@@ -93,8 +98,12 @@ func (s *stateStore) update(fn func(get func(string) AccountPos, put func(string
 // updateWithHashes is update that also adds content index entries in the
 // same transaction (one commit, one pair of fsyncs). A failed index entry
 // is logged, never fails the positions.
+//
+// A transaction that changes nothing is rolled back instead of committed: a
+// commit costs two fsyncs, and a rename's checkpoint often has nothing new.
 func (s *stateStore) updateWithHashes(refs map[[32]byte]hashRef, fn func(get func(string) AccountPos, put func(string, AccountPos))) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	wrote := len(refs) > 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		if len(refs) > 0 {
 			hb := tx.Bucket(bucketHashes)
 			for h, r := range refs {
@@ -117,17 +126,34 @@ func (s *stateStore) updateWithHashes(refs map[[32]byte]hashRef, fn func(get fun
 		}
 		put := func(a string, p AccountPos) {
 			v, err := json.Marshal(p)
+			if err == nil && bytes.Equal(v, b.Get([]byte(a))) {
+				return // unchanged
+			}
 			if err == nil {
 				err = b.Put([]byte(a), v)
+				wrote = true
 			}
 			if err != nil && perr == nil {
 				perr = err
 			}
 		}
 		fn(get, put)
+		if perr == nil && !wrote {
+			return errUnchanged
+		}
 		return perr
 	})
+	if err == errUnchanged {
+		return nil
+	}
+	if err == nil {
+		s.commits.Add(1)
+	}
+	return err
 }
+
+// errUnchanged rolls back a transaction that wrote nothing.
+var errUnchanged = errors.New("peer: state unchanged")
 
 // hashRef is where a content hash can be found on the replica.
 type hashRef struct{ tree, rel string }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -650,4 +651,53 @@ func TestLargeBodiesSplitFrames(t *testing.T) {
 	if d := diffTrees(t, treeDigest(t, p.m.tree), treeDigest(t, p.replica)); len(d) > 0 {
 		t.Fatalf("replica differs:\n%s", strings.Join(d[:min(5, len(d))], "\n"))
 	}
+}
+
+// countingSource counts the consumer position's writes.
+type countingSource struct {
+	*JournalSource
+	writes atomic.Int64
+}
+
+func (c *countingSource) SetAcked(l journal.LSN) error {
+	c.writes.Add(1)
+	return c.JournalSource.SetAcked(l)
+}
+
+// TestAckPersistenceThrottled: acks arrive per batch, but the consumer
+// position (a file rewritten with two fsyncs, once on the ack reader's
+// path) is written at most every ackPersistEvery, and in the end reaches
+// the last record.
+func TestAckPersistenceThrottled(t *testing.T) {
+	p := newPair(t, []string{"alice"})
+	s, src := p.sender(t, p.tlsA)
+	cs := &countingSource{JournalSource: src}
+	s.Source = cs
+	run(t, s)
+	rng := rand.New(rand.NewPCG(3, 4))
+	start := time.Now()
+	for i := 0; i < 150; i++ {
+		p.m.deliver([]string{"alice"}, body(rng, i, 500))
+		p.m.sync()
+		if i%10 == 0 {
+			p.waitApplied(t, 30*time.Second) // one batch at a time now and then
+		}
+	}
+	p.waitApplied(t, 30*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for src.Acked() < p.m.lsn && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	if got := src.Acked(); got < p.m.lsn {
+		t.Fatalf("consumer position %d, want %d (the last record)", got, p.m.lsn)
+	}
+	batches, writes := s.Stats.Batches.Load(), cs.writes.Load()
+	if limit := int64(elapsed/ackPersistEvery) + 2; writes > limit {
+		t.Errorf("%d writes of the consumer position in %v, want at most %d (one per %v)", writes, elapsed, limit, ackPersistEvery)
+	}
+	if writes >= batches {
+		t.Errorf("%d writes of the consumer position for %d batches: not throttled", writes, batches)
+	}
+	t.Logf("%d batches, %d consumer position writes in %v", batches, writes, elapsed)
 }

@@ -167,9 +167,14 @@ type sconn struct {
 	s      *Sender
 	c      net.Conn
 	cancel context.CancelFunc
-	ackMu  sync.Mutex // serialises SetAcked
-	wmu    sync.Mutex
-	w      *bufio.Writer
+	ackMu  sync.Mutex // guards ackWant, ackLast, ackTimer; serialises SetAcked
+	// ackWant: the consumer position to persist; ackLast: when it last
+	// was; ackTimer: a persist scheduled (see advanceAck).
+	ackWant  journal.LSN
+	ackLast  time.Time
+	ackTimer *time.Timer
+	wmu      sync.Mutex
+	w        *bufio.Writer
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -704,8 +709,15 @@ func (c *sconn) readLoop(ctx context.Context, br *bufio.Reader) {
 	}
 }
 
+// ackPersistEvery bounds how often the consumer position is written (a
+// file rewritten with two fsyncs). It only lets the journal drop what the
+// partner has; after a crash an older position costs a resend of records
+// the receiver skips as applied.
+const ackPersistEvery = 100 * time.Millisecond
+
 // advanceAck moves the consumer position past every record the partner
-// applied (or that is not for it), and persists it.
+// applied (or that is not for it). It is persisted off the caller's path
+// (the ack reader), at most every ackPersistEvery.
 func (c *sconn) advanceAck() {
 	c.mu.Lock()
 	n := 0
@@ -731,13 +743,30 @@ func (c *sconn) advanceAck() {
 	c.mu.Unlock()
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
-	if acked > c.s.Source.Acked() {
-		if err := c.s.Source.SetAcked(acked); err != nil {
-			c.s.logger().Warn("persist acked position", "err", err)
-			return
-		}
-		c.s.Stats.Acked.Store(uint64(acked))
+	if acked <= c.ackWant {
+		return
 	}
+	c.ackWant = acked
+	if c.ackTimer == nil {
+		c.ackTimer = time.AfterFunc(max(0, ackPersistEvery-time.Since(c.ackLast)), c.persistAck)
+	}
+}
+
+// persistAck writes the consumer position (advanceAck's timer).
+func (c *sconn) persistAck() {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	c.ackTimer = nil
+	c.ackLast = time.Now()
+	if c.ackWant <= c.s.Source.Acked() {
+		return
+	}
+	if err := c.s.Source.SetAcked(c.ackWant); err != nil {
+		c.s.logger().Warn("persist acked position (tried again at the next ack)", "err", err)
+		c.ackWant = c.s.Source.Acked()
+		return
+	}
+	c.s.Stats.Acked.Store(uint64(c.ackWant))
 }
 
 // pendingDeadline bounds how long a new mailbox's records wait for its

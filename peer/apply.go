@@ -50,7 +50,8 @@ type DirApplier struct {
 	rebuilding sync.WaitGroup // RebuildIndex in the background (index.go)
 	closing    atomic.Bool
 
-	crashAfter journal.LSN // tests: ApplyBatch stops dead after applying this LSN
+	crashAfter journal.LSN  // tests: ApplyBatch stops dead after applying this LSN
+	fsyncs     atomic.Int64 // fsync calls of flushes (tests, benchmarks)
 }
 
 // ApplierOptions configure a DirApplier.
@@ -460,52 +461,6 @@ func (b *batch) touched() map[string][]string {
 		sort.Strings(v)
 	}
 	return out
-}
-
-// flush fsyncs the files and directories the batch touched since the last
-// flush (a batch with many renames flushes at each checkpoint: only what
-// changed since is synced again, or the cost would grow with the square of
-// the batch).
-func (b *batch) flush() error {
-	for k := range b.files {
-		t := b.a.trees[k[0]]
-		f, err := t.open(k[1], unix.O_RDONLY, 0)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue // gone again (a later unlink in this record's op)
-			}
-			return err
-		}
-		err = f.Sync()
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("fsync %s/%s: %w", k[0], k[1], err)
-		}
-	}
-	for k := range b.dirs {
-		t := b.a.trees[k[0]]
-		d, _, err := t.parent(k[1], false)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			return err
-		}
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("fsync dir of %s/%s: %w", k[0], k[1], err)
-		}
-	}
-	for k := range b.files {
-		b.flushedFiles[k] = true
-	}
-	for k := range b.dirs {
-		b.flushedDirs[k] = true
-	}
-	clear(b.files)
-	clear(b.dirs)
-	return nil
 }
 
 func opName(op journal.Op) string {

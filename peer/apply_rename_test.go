@@ -3,6 +3,7 @@ package peer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -122,5 +123,30 @@ func TestRenameCheckpointCommits(t *testing.T) {
 	}
 	if got := f.read(t, "spool/alice/3."); got != "one" {
 		t.Errorf("3.: got %q, want %q", got, "one")
+	}
+}
+
+// TestFlushSyncsEachDirectoryOnce: 20 messages delivered into one mailbox
+// in one batch cost 20 file fsyncs and one of their directory.
+func TestFlushSyncsEachDirectoryOnce(t *testing.T) {
+	f := newFixture(t)
+	if res := f.apply(t, []journal.Record{f.rec(journal.Record{Op: journal.OpMkdir, Account: "alice", Path: "alice/INBOX", Mode: 0o755})}, nil); len(res.Errors) != 0 {
+		t.Fatal(res.Errors)
+	}
+	var batch []journal.Record
+	for i := range 20 {
+		batch = append(batch, f.rec(msg("alice", fmt.Sprintf("alice/INBOX/%d.", i+1), []byte(fmt.Sprintf("body %d", i)), true)))
+	}
+	n := f.a.fsyncs.Load()
+	if res := f.apply(t, batch, nil); len(res.Errors) != 0 {
+		t.Fatal(res.Errors)
+	}
+	if got := f.a.fsyncs.Load() - n; got != 21 {
+		t.Errorf("%d fsyncs for 20 messages in one directory, want 21", got)
+	}
+	for i := range 20 {
+		if got := f.read(t, fmt.Sprintf("spool/alice/INBOX/%d.", i+1)); got != fmt.Sprintf("body %d", i) {
+			t.Errorf("%d.: got %q", i+1, got)
+		}
 	}
 }

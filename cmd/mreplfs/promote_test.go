@@ -565,7 +565,7 @@ func TestPromoteBackAndForth(t *testing.T) {
 			wait()
 		}
 	})
-	const swaps = 20
+	const swaps = 100 // the count: about 25 s here
 	for i := 0; i < swaps; i++ {
 		from := []*node{a, b}[i%2] // run it on alternate servers
 		out, code := c.admin(ctx, from, "promote", "-config", from.peerConf(), "-idle", "50ms", "alice")

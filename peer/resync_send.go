@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"mreplfs/internal/durable"
 	"mreplfs/journal"
 )
 
@@ -238,41 +239,13 @@ func (s *Sender) saveKnown() {
 	}
 	b, err := json.Marshal(knownData{Applied: k.m, ReplayTo: k.replay})
 	if err == nil {
-		err = writeFileAtomic(s.KnownFile, b)
+		err = durable.WriteFile(s.KnownFile, b)
 	}
 	if err != nil {
 		s.logger().Warn("save acknowledged positions", "file", s.KnownFile, "err", err)
 		return
 	}
 	k.dirty, k.saved = false, time.Now()
-}
-
-// writeFileAtomic replaces p with b: temp file, fsync, rename, fsync dir.
-func writeFileAtomic(p string, b []byte) error {
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(p)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // --- the resync itself ----------------------------------------------------

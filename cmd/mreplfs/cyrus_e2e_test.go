@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"mreplfs/bench/cyrusload"
 	"mreplfs/fs/mounttest"
 	"mreplfs/rolemap/cyrustest"
 )
@@ -188,7 +189,7 @@ func (cs *cyrusServers) waitTrees(t testing.TB, timeout time.Duration) time.Dura
 			}
 			if len(fm) == 0 {
 				bad = append(bad, a+": no files on its master")
-			} else if d := treeDiff(fm, fr); len(d) > 0 {
+			} else if d := cyrusload.Diff(fm, fr); len(d) > 0 {
 				bad = append(bad, fmt.Sprintf("%s: %d differences, e.g. %s", a, len(d), d[0]))
 			}
 		}

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -173,7 +172,7 @@ func (cs *cyrusServers) crashServer(t *testing.T, i int) time.Time {
 	pids := []int{}
 	if m := cs.cyrus[i].MasterPID(); m > 0 {
 		pids = append(pids, m)
-		pids = append(pids, childPIDs(m)...)
+		pids = append(pids, cyrustest.Children(m)...)
 	}
 	if s.peer != nil {
 		pids = append(pids, s.peer.Process.Pid)
@@ -197,27 +196,6 @@ func (cs *cyrusServers) crashServer(t *testing.T, i int) time.Time {
 		syscall.Unmount(s.mnt(tr), syscall.MNT_DETACH)
 	}
 	return at
-}
-
-// childPIDs lists the processes whose parent is pid.
-func childPIDs(pid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // subjectsIn returns the subjects of the messages in account's INBOX on in.

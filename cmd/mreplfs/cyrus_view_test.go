@@ -71,23 +71,6 @@ func accountFiles(s *node, account string) (map[string]string, error) {
 	return out, nil
 }
 
-// treeDiff lists how replica differs from master.
-func treeDiff(master, replica map[string]string) []string {
-	var d []string
-	for k, v := range master {
-		if replica[k] != v {
-			d = append(d, fmt.Sprintf("%s: master %q, replica %q", k, v, replica[k]))
-		}
-	}
-	for k := range replica {
-		if _, ok := master[k]; !ok {
-			d = append(d, k+": only on the replica")
-		}
-	}
-	sort.Strings(d)
-	return d
-}
-
 // accountView is what an IMAP client sees of an account, read-only
 // (EXAMINE, FETCH BODY.PEEK): it can be taken on the master and on the
 // replica server alike.

@@ -46,11 +46,7 @@ func runFailover(ctx context.Context, e *env, args []string) error {
 	if (*allFrom == "") == (fl.NArg() == 0) {
 		return usagef("give ACCOUNT... or -all-from NODE")
 	}
-	vals, err := readKeyValues(*cfgPath, peerSettings, "peer")
-	if err != nil {
-		return withCode(ExitFailure, err)
-	}
-	cfg, err := buildPeerConfig(vals)
+	cfg, err := loadPeerConfig(*cfgPath)
 	if err != nil {
 		return err
 	}

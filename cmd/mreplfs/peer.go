@@ -105,6 +105,16 @@ func readKeyValues(p string, settings []mountSetting, cmd string) (map[string][]
 	return out, sc.Err()
 }
 
+// loadPeerConfig reads and checks a peer config file (the peer, promote,
+// demote and failover commands).
+func loadPeerConfig(path string) (*peerConfig, error) {
+	vals, err := readKeyValues(path, peerSettings, "peer")
+	if err != nil {
+		return nil, withCode(ExitFailure, err)
+	}
+	return buildPeerConfig(vals)
+}
+
 func buildPeerConfig(vals map[string][]string) (*peerConfig, error) {
 	get := func(k string) string {
 		if v := vals[k]; len(v) > 0 {
@@ -199,11 +209,7 @@ func runPeer(ctx context.Context, e *env, args []string) error {
 	if *cfgPath == "" || fset.NArg() != 0 {
 		return usagef("need -config FILE and no arguments")
 	}
-	vals, err := readKeyValues(*cfgPath, peerSettings, "peer")
-	if err != nil {
-		return withCode(ExitFailure, err)
-	}
-	cfg, err := buildPeerConfig(vals)
+	cfg, err := loadPeerConfig(*cfgPath)
 	if err != nil {
 		return err
 	}

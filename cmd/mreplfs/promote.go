@@ -78,11 +78,7 @@ func runSwap(ctx context.Context, e *env, name string, args []string) error {
 	if *parallel < 1 {
 		return usagef("-parallel must be ≥ 1")
 	}
-	vals, err := readKeyValues(*cfgPath, peerSettings, "peer")
-	if err != nil {
-		return withCode(ExitFailure, err)
-	}
-	cfg, err := buildPeerConfig(vals)
+	cfg, err := loadPeerConfig(*cfgPath)
 	if err != nil {
 		return err
 	}

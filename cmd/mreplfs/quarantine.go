@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"mreplfs/fs"
+	"mreplfs/internal/durable"
 	"mreplfs/journal"
 	"mreplfs/peer"
 	"mreplfs/rolemap"
@@ -262,10 +263,10 @@ func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap
 	if err != nil {
 		return "", 0, err
 	}
-	if err := writeFileSynced(filepath.Join(dir, "report.json"), append(b, '\n')); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, "report.json"), append(b, '\n')); err != nil {
 		return "", 0, err
 	}
-	if err := writeFileSynced(filepath.Join(dir, "report.txt"), []byte(formatQuarantine(&rep))); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, "report.txt"), []byte(formatQuarantine(&rep))); err != nil {
 		return "", 0, err
 	}
 	return dir, len(recs), nil

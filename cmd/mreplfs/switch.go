@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"mreplfs/fs"
+	"mreplfs/internal/durable"
 	"mreplfs/journal"
 	"mreplfs/peer"
 	"mreplfs/rolemap"
@@ -125,7 +126,7 @@ func (w *roleSwitch) writePrepare(p *prepareFile) error {
 	if err != nil {
 		return err
 	}
-	return writeFileSynced(w.preparePath(p.Account), b)
+	return durable.WriteFile(w.preparePath(p.Account), b)
 }
 
 // removePrepare removes the account's prepare file. Not synced: a removal
@@ -136,39 +137,6 @@ func (w *roleSwitch) removePrepare(account string) error {
 		return err
 	}
 	return nil
-}
-
-// writeFileSynced replaces p with b durably (temp, fsync, rename, fsync dir).
-func writeFileSynced(p string, b []byte) error {
-	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDirOf(p)
-}
-
-func syncDirOf(p string) error {
-	d, err := os.Open(filepath.Dir(p))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // entry is the account's current role map entry: the live map, reloaded

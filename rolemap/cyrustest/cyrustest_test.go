@@ -157,10 +157,10 @@ func TestLMTPRefusals(t *testing.T) {
 func TestStartOnPlainTempDir(t *testing.T) {
 	in := Start(t, t.TempDir(), Options{Layout: Legacy, Hash: true})
 	pid := in.MasterPID()
-	kids := children(pid)
+	kids := Children(pid)
 	c := in.IMAP(t, Admin) // forks an imapd
 	c.Logout()
-	kids = append(kids, children(pid)...)
+	kids = append(kids, Children(pid)...)
 	if err := in.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -523,7 +523,7 @@ func (in *Instance) Stop() error {
 		}
 		return nil // already gone
 	}
-	kids := children(in.pid)
+	kids := Children(in.pid)
 	if err := syscall.Kill(in.pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("SIGTERM master %d: %w", in.pid, err)
 	}
@@ -577,8 +577,8 @@ func waitGone(pids []int, d time.Duration) bool {
 	}
 }
 
-// children lists the pids whose parent is pid.
-func children(pid int) []int {
+// Children lists the pids whose parent is pid (read from /proc).
+func Children(pid int) []int {
 	ents, _ := os.ReadDir("/proc")
 	var out []int
 	for _, e := range ents {

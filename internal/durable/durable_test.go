@@ -1,0 +1,30 @@
+package durable
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "state")
+	for _, s := range []string{"one", "two, longer"} {
+		if err := WriteFile(p, []byte(s)); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(p); err != nil || string(b) != s {
+			t.Fatalf("read back %q, %v; want %q", b, err, s)
+		}
+	}
+	if _, err := os.Stat(p + ".tmp"); !os.IsNotExist(err) {
+		t.Errorf("temporary file left behind: %v", err)
+	}
+	// A directory that does not exist: an error, nothing written.
+	if err := WriteFile(filepath.Join(dir, "missing", "state"), []byte("x")); err == nil {
+		t.Error("write into a missing directory succeeded")
+	}
+	if err := SyncDir(filepath.Join(dir, "missing")); err == nil {
+		t.Error("SyncDir of a missing directory succeeded")
+	}
+}

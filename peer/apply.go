@@ -273,7 +273,10 @@ func (a *DirApplier) ApplyBatchDurable(ctx context.Context, recs []journal.Recor
 		// later record of the batch names A again (or a path above or
 		// under it), or for an exchange: otherwise replaying the rename
 		// finds A gone, or still the file it moves.
-		checkpointed := r.Op == journal.OpRename && r.LSN > p.Inflight && cur[r.Account] != r.LSN
+		// Also in a replay: the replay batch may hold later records (a
+		// backlog) that name the source again, and a second crash must
+		// not find the rename in doubt with a new file at its source.
+		checkpointed := r.Op == journal.OpRename && cur[r.Account] != r.LSN
 		if checkpointed {
 			if err := a.checkpoint(b, r.Account, applied[r.Account]); err != nil {
 				return res, err

@@ -150,3 +150,37 @@ func TestFlushSyncsEachDirectoryOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestRenameReplayTwoCrashes: a crash after "rename A→B, U", then, while
+// the replay batch (with a backlog: "rename A→B, U, message A, X") is
+// applied, another crash after the new A. The second replay must not move
+// the new A onto B: renames are checkpointed in a replay too.
+func TestRenameReplayTwoCrashes(t *testing.T) {
+	f := newFixture(t)
+	if res := f.apply(t, []journal.Record{f.rec(msg("alice", "alice/A", []byte("old A"), true))}, nil); len(res.Errors) != 0 {
+		t.Fatal(res.Errors)
+	}
+	rn := f.rec(journal.Record{Op: journal.OpRename, Account: "alice", Path: "alice/A", NewPath: "alice/B"})
+	u := f.rec(msg("alice", "alice/U", []byte("u"), true))
+	m := f.rec(msg("alice", "alice/A", []byte("new A"), true))
+	x := f.rec(msg("alice", "alice/X", []byte("x"), true))
+	crash := func(batch []journal.Record, after journal.LSN) {
+		t.Helper()
+		f.a.crashAfter = after
+		if _, err := f.a.ApplyBatch(context.Background(), batch, nil); !errors.Is(err, errSimulatedCrash) {
+			t.Fatalf("crash hook: got %v", err)
+		}
+		f.a.Close()
+		f.open(t)
+	}
+	crash([]journal.Record{rn, u}, u.LSN)
+	crash([]journal.Record{rn, u, m, x}, m.LSN)
+	if res := f.apply(t, []journal.Record{rn, u, m, x}, nil); len(res.Errors) != 0 {
+		t.Fatalf("replay: %v", res.Errors)
+	}
+	for rel, want := range map[string]string{"spool/alice/B": "old A", "spool/alice/A": "new A", "spool/alice/X": "x"} {
+		if got := f.read(t, rel); got != want {
+			t.Errorf("%s: got %q, want %q", rel, got, want)
+		}
+	}
+}

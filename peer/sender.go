@@ -89,7 +89,10 @@ type Sender struct {
 	// this node it applied. The account is left out of the session. It runs
 	// during the session's setup, before anything streams (the session
 	// waits for it), and may call Restart.
-	OnStale func(account string, epoch, applied uint64)
+	// An error ends the session (it is retried on the next): the account's
+	// unreplicated tail must be set aside before the session streams past
+	// it.
+	OnStale func(account string, epoch, applied uint64) error
 
 	Stats SenderStats
 
@@ -357,6 +360,7 @@ func (s *Sender) session(ctx context.Context) error {
 	}
 	defer sc.cancel()
 	defer s.saveKnown()
+	defer sc.flushAcks()
 	// Every record at or below the consumer position was applied for every
 	// account this link ships (or was not for it), so an account's applied
 	// may trail it.
@@ -373,7 +377,9 @@ func (s *Sender) session(ctx context.Context) error {
 			s.logger().Warn("partner masters account at a higher epoch: this node was failed over", "account", p.Account,
 				"epoch", epochs[p.Account], "partner_epoch", p.Epoch, "partner_applied", p.Applied)
 			if s.OnStale != nil {
-				s.OnStale(p.Account, p.Epoch, p.Applied)
+				if err := s.OnStale(p.Account, p.Epoch, p.Applied); err != nil {
+					return fmt.Errorf("fence failed-over account %s: %w", p.Account, err)
+				}
 			}
 		case why != "" && s.canResync():
 			s.logger().Info("account needs a full resync", "account", p.Account, "why", why, "applied", p.Applied)
@@ -752,21 +758,44 @@ func (c *sconn) advanceAck() {
 	}
 }
 
-// persistAck writes the consumer position (advanceAck's timer).
+// persistAck writes the consumer position (advanceAck's timer). The write
+// (two fsyncs) runs without ackMu, so the ack reader never waits on it;
+// ackTimer stays set meanwhile, so no other write starts.
 func (c *sconn) persistAck() {
+	c.ackMu.Lock()
+	want := c.ackWant
+	c.ackMu.Unlock()
+	var err error
+	if want > c.s.Source.Acked() {
+		err = c.s.Source.SetAcked(want)
+	}
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
 	c.ackTimer = nil
 	c.ackLast = time.Now()
-	if c.ackWant <= c.s.Source.Acked() {
-		return
-	}
-	if err := c.s.Source.SetAcked(c.ackWant); err != nil {
+	if err != nil {
 		c.s.logger().Warn("persist acked position (tried again at the next ack)", "err", err)
-		c.ackWant = c.s.Source.Acked()
+		if c.ackWant == want {
+			c.ackWant = c.s.Source.Acked()
+		}
 		return
 	}
-	c.s.Stats.Acked.Store(uint64(c.ackWant))
+	c.s.Stats.Acked.Store(uint64(max(want, c.s.Source.Acked())))
+	if c.ackWant > want { // acks came during the write
+		c.ackTimer = time.AfterFunc(ackPersistEvery, c.persistAck)
+	}
+}
+
+// flushAcks persists a pending consumer position at the session's end
+// (instead of a timer firing after it, maybe after the journal closed).
+func (c *sconn) flushAcks() {
+	c.ackMu.Lock()
+	t := c.ackTimer
+	pending := t != nil && t.Stop()
+	c.ackMu.Unlock()
+	if pending {
+		c.persistAck()
+	}
 }
 
 // pendingDeadline bounds how long a new mailbox's records wait for its

@@ -294,7 +294,7 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 				Source:    &peer.JournalSource{Log: j, Consumer: "peer:" + n},
 				Accounts:  func() []peer.AccountEpoch { return mastersFor(cfg.roles, addr, log) },
 				KnownFile: knownFile(cfg.state, n), Progress: st.progress(n),
-				OnStale: func(account string, epoch, applied uint64) { sw.stale(ctx, account, epoch, applied) }}
+				OnStale: func(account string, epoch, applied uint64) error { return sw.stale(ctx, account, epoch, applied) }}
 			if acks != nil {
 				s.OnAcked = acks.Note
 			}

@@ -681,15 +681,19 @@ func (c *peerConfig) dialAdmin(ctx context.Context, addr string) (*peer.AdminCli
 // records (the partner refused it), so its consumer position would
 // otherwise pass the tail, and the journal could drop it, before it is read.
 // The fence's role change restarts the session (Sender.Restart during its
-// setup), which then reconnects without the account.
-func (w *roleSwitch) stale(ctx context.Context, account string, epoch, applied uint64) {
+// setup), which then reconnects without the account. A failed fence ends
+// the session, and the next one tries again: the link waits rather than
+// let the journal drop mail that exists nowhere else.
+func (w *roleSwitch) stale(ctx context.Context, account string, epoch, applied uint64) error {
 	if w.fence == nil {
 		w.log.Error("account failed over to the partner, and this peer cannot fence it", "account", account, "epoch", epoch)
-		return
+		return nil
 	}
 	if err := w.fence(ctx, account, epoch, applied); err != nil {
-		w.log.Error("fencing a failed-over account", "account", account, "epoch", epoch, "err", err)
+		w.log.Error("fencing a failed-over account; the link retries", "account", account, "epoch", epoch, "err", err)
+		return err
 	}
+	return nil
 }
 
 // listPrepared reads the prepare files under state/roles.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"mreplfs/internal/durable"
 	"mreplfs/rolemap/cdb"
 )
 
@@ -58,7 +59,7 @@ func Build(dst string, recs []Record) (err error) {
 	if err := os.Rename(tmp, dst); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return durable.SyncDir(dir)
 }
 
 func writeMap(f *os.File, recs []Record) error {
@@ -85,16 +86,4 @@ func writeMap(f *os.File, recs []Record) error {
 		}
 	}
 	return w.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync dir %s: %w", dir, err)
-	}
-	return nil
 }

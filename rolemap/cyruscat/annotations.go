@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"mreplfs/internal/durable"
 	"mreplfs/rolemap/classify"
 )
 
@@ -156,7 +157,7 @@ func (c *Catalogue) WriteSidecar(s *Sidecar, uid, gid int) (bool, error) {
 		err = os.Rename(tmp, p)
 	}
 	if err == nil {
-		err = syncDir(dir)
+		err = durable.SyncDir(dir)
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -176,15 +177,6 @@ func mkdirOwned(dir string, uid, gid int) error {
 		return err
 	}
 	return os.Chown(dir, uid, gid)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Applied says what Apply did.

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"mreplfs/internal/durable"
 )
 
 // Small state files (consumers, active, unclean, clean) share one text
@@ -34,27 +36,10 @@ func writeStateFile(dir, name, tmpName, kind string, lines []string) error {
 		b.WriteByte('\n')
 	}
 	fmt.Fprintf(&b, "crc32c %08x\n", crc32.Checksum(b.Bytes(), crcTable))
-	path := filepath.Join(dir, name)
-	tmp := filepath.Join(dir, tmpName)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := durable.Replace(filepath.Join(dir, name), filepath.Join(dir, tmpName), b.Bytes(), -1, -1); err != nil {
 		return fmt.Errorf("journal: write %s: %w", kind, err)
 	}
-	_, err = f.Write(b.Bytes())
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("journal: write %s: %w", kind, err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // readListFile returns the entries of dir/kind; a missing file is no entries.

@@ -224,7 +224,7 @@ func (a *DirApplier) ApplyBatchDurable(ctx context.Context, recs []journal.Recor
 	// 2. Apply, then make it all durable with one round of fsyncs.
 	b := &batch{a: a, ctx: ctx, fetch: fetch}
 	b.init()
-	uses := indexPaths(recs)
+	uses := &pathUses{} // indexed at the first rename that asks
 	// Coalesced outputs of one run share an LSN (a group): an LSN counts as
 	// applied only once its whole group is, so done holds the last complete
 	// group and cur the group under way.
@@ -272,10 +272,9 @@ func (a *DirApplier) ApplyBatchDurable(ctx context.Context, recs []journal.Recor
 		// gone" means done. The checkpoint after it is needed only when a
 		// later record of the batch names A again (or a path above or
 		// under it), or for an exchange: otherwise replaying the rename
-		// finds A gone, or still the file it moves.
-		// Also in a replay: the replay batch may hold later records (a
-		// backlog) that name the source again, and a second crash must
-		// not find the rename in doubt with a new file at its source.
+		// finds A gone, or still the file it moves. Replays are
+		// checkpointed too: a replay batch may carry a backlog that names
+		// A again, and a second crash must not find the rename in doubt.
 		checkpointed := r.Op == journal.OpRename && cur[r.Account] != r.LSN
 		if checkpointed {
 			if err := a.checkpoint(b, r.Account, applied[r.Account]); err != nil {
@@ -306,7 +305,7 @@ func (a *DirApplier) ApplyBatchDurable(ctx context.Context, recs []journal.Recor
 		cur[r.Account] = r.LSN
 		epochs[r.Account] = max(ep, r.Epoch)
 		if checkpointed && (i+1 == len(recs) || recs[i+1].LSN != r.LSN) &&
-			(r.Flags&unix.RENAME_EXCHANGE != 0 || uses.namedAfter(i, r.Tree, r.Path)) {
+			(r.Flags&unix.RENAME_EXCHANGE != 0 || uses.namedAfter(recs, i, r.Tree, r.Path)) {
 			if err := a.checkpoint(b, r.Account, r.LSN); err != nil {
 				return res, err
 			}
@@ -391,8 +390,8 @@ func (a *DirApplier) checkpoint(b *batch, account string, lsn journal.LSN) error
 // or anything under it (under).
 type pathUses struct{ exact, under map[[2]string]int }
 
-func indexPaths(recs []journal.Record) pathUses {
-	u := pathUses{exact: map[[2]string]int{}, under: map[[2]string]int{}}
+func indexPaths(recs []journal.Record) *pathUses {
+	u := &pathUses{exact: map[[2]string]int{}, under: map[[2]string]int{}}
 	for i := range recs {
 		r := &recs[i]
 		for _, p := range [2]string{r.Path, r.NewPath} {
@@ -413,9 +412,13 @@ func indexPaths(recs []journal.Record) pathUses {
 	return u
 }
 
-// namedAfter reports whether a record after index i names p, a path under
-// it, or one of its parent directories (in tree).
-func (u pathUses) namedAfter(i int, tree, p string) bool {
+// namedAfter reports whether a record of recs after index i names p, a
+// path under it, or one of its parent directories (in tree). *u is the
+// index of recs, built on the first call.
+func (u *pathUses) namedAfter(recs []journal.Record, i int, tree, p string) bool {
+	if u.exact == nil {
+		*u = *indexPaths(recs)
+	}
 	if j, ok := u.under[[2]string{tree, p}]; ok && j > i {
 		return true
 	}

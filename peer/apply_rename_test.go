@@ -11,9 +11,9 @@ import (
 	"mreplfs/journal"
 )
 
-// crashAndReplay applies batch with the receiver dying right after the
-// record at crashLSN, restarts it and applies the batch again.
-func (f *fixture) crashAndReplay(t *testing.T, batch []journal.Record, crashLSN journal.LSN) {
+// crash applies batch with the receiver dying right after the record at
+// crashLSN, and restarts it.
+func (f *fixture) crash(t *testing.T, batch []journal.Record, crashLSN journal.LSN) {
 	t.Helper()
 	f.a.crashAfter = crashLSN
 	if _, err := f.a.ApplyBatch(context.Background(), batch, nil); !errors.Is(err, errSimulatedCrash) {
@@ -21,6 +21,12 @@ func (f *fixture) crashAndReplay(t *testing.T, batch []journal.Record, crashLSN 
 	}
 	f.a.Close()
 	f.open(t)
+}
+
+// crashAndReplay is crash, then the batch applied again.
+func (f *fixture) crashAndReplay(t *testing.T, batch []journal.Record, crashLSN journal.LSN) {
+	t.Helper()
+	f.crash(t, batch, crashLSN)
 	if res := f.apply(t, batch, nil); len(res.Errors) != 0 {
 		t.Fatalf("replay: %v", res.Errors)
 	}
@@ -164,17 +170,8 @@ func TestRenameReplayTwoCrashes(t *testing.T) {
 	u := f.rec(msg("alice", "alice/U", []byte("u"), true))
 	m := f.rec(msg("alice", "alice/A", []byte("new A"), true))
 	x := f.rec(msg("alice", "alice/X", []byte("x"), true))
-	crash := func(batch []journal.Record, after journal.LSN) {
-		t.Helper()
-		f.a.crashAfter = after
-		if _, err := f.a.ApplyBatch(context.Background(), batch, nil); !errors.Is(err, errSimulatedCrash) {
-			t.Fatalf("crash hook: got %v", err)
-		}
-		f.a.Close()
-		f.open(t)
-	}
-	crash([]journal.Record{rn, u}, u.LSN)
-	crash([]journal.Record{rn, u, m, x}, m.LSN)
+	f.crash(t, []journal.Record{rn, u}, u.LSN)
+	f.crash(t, []journal.Record{rn, u, m, x}, m.LSN)
 	if res := f.apply(t, []journal.Record{rn, u, m, x}, nil); len(res.Errors) != 0 {
 		t.Fatalf("replay: %v", res.Errors)
 	}

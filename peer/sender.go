@@ -87,11 +87,10 @@ type Sender struct {
 	// node ships is mastered there at a higher epoch (a failover while this
 	// node was away): epoch is the partner's, applied the last record of
 	// this node it applied. The account is left out of the session. It runs
-	// during the session's setup, before anything streams (the session
-	// waits for it), and may call Restart.
-	// An error ends the session (it is retried on the next): the account's
-	// unreplicated tail must be set aside before the session streams past
-	// it.
+	// during the session's setup, before anything streams, and may call
+	// Restart. An error ends the session (the next one calls it again): the
+	// account's unreplicated tail must be set aside before the session
+	// streams past it.
 	OnStale func(account string, epoch, applied uint64) error
 
 	Stats SenderStats
@@ -170,9 +169,10 @@ type sconn struct {
 	s      *Sender
 	c      net.Conn
 	cancel context.CancelFunc
-	ackMu  sync.Mutex // guards ackWant, ackLast, ackTimer; serialises SetAcked
+	ackMu  sync.Mutex // guards ackWant, ackLast, ackTimer
 	// ackWant: the consumer position to persist; ackLast: when it last
-	// was; ackTimer: a persist scheduled (see advanceAck).
+	// was; ackTimer: a write scheduled or under way (at most one: it
+	// serialises SetAcked; see advanceAck).
 	ackWant  journal.LSN
 	ackLast  time.Time
 	ackTimer *time.Timer

@@ -143,7 +143,7 @@ func (s *stateStore) updateWithHashes(refs map[[32]byte]hashRef, fn func(get fun
 		}
 		return perr
 	})
-	if err == errUnchanged {
+	if errors.Is(err, errUnchanged) {
 		return nil
 	}
 	if err == nil {

@@ -6,16 +6,25 @@ import (
 	"path/filepath"
 )
 
-// WriteFile replaces p with b durably: a temporary file beside it (p.tmp,
-// mode 0600), fsync, rename over p, fsync of the directory. On an error the
-// temporary file is removed and p is unchanged or already replaced.
+// WriteFile replaces p with b durably through p.tmp (mode 0600): see
+// Replace.
 func WriteFile(p string, b []byte) error {
-	tmp := p + ".tmp"
+	return Replace(p, p+".tmp", b, -1, -1)
+}
+
+// Replace replaces p with b durably: the temporary file tmp (in p's
+// directory, mode 0600, owned by uid:gid unless uid < 0), fsync, rename
+// over p, fsync of the directory. On an error the temporary file is
+// removed and p is unchanged or already replaced.
+func Replace(p, tmp string, b []byte, uid, gid int) error {
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(b)
+	if err == nil && uid >= 0 {
+		err = f.Chown(uid, gid)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

@@ -3,6 +3,7 @@ package durable
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -26,5 +27,30 @@ func TestWriteFile(t *testing.T) {
 	}
 	if err := SyncDir(filepath.Join(dir, "missing")); err == nil {
 		t.Error("SyncDir of a missing directory succeeded")
+	}
+}
+
+// TestReplace: a named temporary file, and the owner set before the rename.
+func TestReplace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("chown needs root, and CI runs as root")
+		}
+		t.Skip("chown needs root")
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sidecar")
+	if err := Replace(p, p+".NEW", []byte("x"), 1234, 5678); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1234 || st.Gid != 5678 {
+		t.Errorf("owner %d:%d, want 1234:5678", st.Uid, st.Gid)
+	}
+	if _, err := os.Stat(p + ".NEW"); !os.IsNotExist(err) {
+		t.Errorf("temporary file left behind: %v", err)
 	}
 }

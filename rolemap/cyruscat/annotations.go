@@ -138,29 +138,7 @@ func (c *Catalogue) WriteSidecar(s *Sidecar, uid, gid int) (bool, error) {
 	if err := mkdirOwned(dir, uid, gid); err != nil {
 		return false, fmt.Errorf("cyruscat: sidecar: %w", err)
 	}
-	tmp := p + ".NEW"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return false, fmt.Errorf("cyruscat: sidecar: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chown(uid, gid)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err == nil {
-		err = durable.SyncDir(dir)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := durable.Replace(p, p+".NEW", b, uid, gid); err != nil {
 		return false, fmt.Errorf("cyruscat: sidecar: %w", err)
 	}
 	return true, nil

@@ -419,6 +419,9 @@ func (cs *cyrusServers) core(t *testing.T) {
 			t.Error(err)
 		}
 		if t.Failed() {
+			for _, in := range cs.cyrus {
+				t.Logf("Cyrus on %s:\n%s", in.Dir, in.Log())
+			}
 			t.FailNow()
 		}
 		t.Logf("load: %d LMTP transactions (%d recipient deliveries, %.1f MB) and %d IMAP commands in %v: %.1f transactions/s, %.1f deliveries/s, mean LMTP transaction %v",

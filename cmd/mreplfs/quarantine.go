@@ -34,8 +34,9 @@ import (
 //     every record (account, mailbox, file, operation, byte range) and
 //     every file touched, and files/TREE/PATH keeps this node's copy of
 //     each (from the tree, or the journal's blob store for a message file
-//     gone since). Nothing is discarded and nothing is applied over the new
-//     master;
+//     gone since). A message whose file the partner applied but whose
+//     index record it did not is kept too (quarantine_index.go). Nothing is
+//     discarded and nothing is applied over the new master;
 //  3. marks the account's replica as needing a full resync, and asks the
 //     partner to reconnect, which resyncs it from the new master.
 
@@ -246,6 +247,12 @@ func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap
 		}
 		rep.Records = append(rep.Records, q)
 	}
+	// Messages the new master has as files but not in its index.
+	for _, m := range indexAppends(recs, w.readIndexHeader) {
+		f := file(m.Tree, m.Path)
+		f.Ops = append(f.Ops, "indexed in the tail")
+		f.Whole = true
+	}
 	for _, f := range files {
 		f.Ranges = mergeRanges(f.Ranges)
 		if c, err := w.keepCopy(dir, f, blobs); err != nil {
@@ -270,6 +277,26 @@ func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap
 		return "", 0, err
 	}
 	return dir, len(recs), nil
+}
+
+// readIndexHeader reads the start of this node's copy of an index file.
+func (w *roleSwitch) readIndexHeader(tree, p string) []byte {
+	for _, t := range w.cfg.trees {
+		if t.name != tree {
+			continue
+		}
+		f, err := os.Open(filepath.Join(t.backing, filepath.FromSlash(p)))
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		b := make([]byte, indexHeaderMin)
+		if _, err := io.ReadFull(f, b); err != nil {
+			return nil
+		}
+		return b
+	}
+	return nil
 }
 
 // keepCopy copies this node's version of f into dir/files (from the tree,

@@ -9,13 +9,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"mreplfs/internal/durable"
+	"mreplfs/internal/fsident"
 	"mreplfs/rolemap/classify"
 )
 
@@ -154,7 +152,9 @@ func mkdirOwned(dir string, uid, gid int) error {
 	if err := mkdirOwned(filepath.Dir(dir), uid, gid); err != nil {
 		return err
 	}
-	err := mkdirAs(dir, 0o750, uid, gid)
+	// Born the owner's (package fsident): made by root and chowned, Cyrus
+	// could meet it root-owned in between ("Permission denied" on a .sub).
+	err := fsident.As(uid, gid, func() error { return os.Mkdir(dir, 0o750) })
 	if errors.Is(err, fs.ErrPermission) { // the owner cannot reach it: as root
 		err = os.Mkdir(dir, 0o750)
 	}
@@ -162,26 +162,6 @@ func mkdirOwned(dir string, uid, gid int) error {
 		return err
 	}
 	return os.Chown(dir, uid, gid)
-}
-
-// mkdirAs makes dir with the file system identity uid:gid (this thread
-// only), so it never exists owned by root: Cyrus, finding it when its own
-// mkdir fails with EEXIST, could not create its files in a root-owned
-// directory (seen as "Permission denied" on a .sub file). The Chown after
-// it stays for a running process that cannot change identity.
-func mkdirAs(dir string, mode os.FileMode, uid, gid int) error {
-	runtime.LockOSThread()
-	ogid, _ := unix.SetfsgidRetGid(gid) // returns the previous identity
-	ouid, _ := unix.SetfsuidRetUid(uid)
-	err := os.Mkdir(dir, mode)
-	unix.SetfsuidRetUid(ouid)
-	unix.SetfsgidRetGid(ogid)
-	if u, _ := unix.SetfsuidRetUid(-1); u == ouid {
-		if g, _ := unix.SetfsgidRetGid(-1); g == ogid {
-			runtime.UnlockOSThread() // else the thread ends with the goroutine
-		}
-	}
-	return err
 }
 
 // Applied says what Apply did.

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"mreplfs/internal/fsident"
 )
 
 // Confinement (DESIGN.md invariant 6): every path a record names is resolved
@@ -91,7 +93,7 @@ func (t *treeRoot) parent(rel string, mkParents bool) (*os.File, string, error) 
 }
 
 // mkdirAll creates dir (relative) and its missing ancestors beneath the root,
-// each owned like its parent, mode 0700 (Cyrus's own).
+// each owned like its parent from its birth, mode 0700 (Cyrus's own).
 func (t *treeRoot) mkdirAll(dir string) error {
 	parts := strings.Split(dir, "/")
 	// Start from a readable fd of the root (t.fd is O_PATH: no fsync on it).
@@ -105,7 +107,14 @@ func (t *treeRoot) mkdirAll(dir string) error {
 		if err := unix.Fstat(cur, &st); err != nil {
 			return err
 		}
-		err := unix.Mkdirat(cur, p, 0o700)
+		// Born its parent's owner's: made by root and chowned after, the
+		// local Cyrus could meet it root-owned 0700 in between (a shared
+		// directory such as meta/u/DELETED/user, which both sides make) and
+		// fail its own mkdir beneath it: "NO System I/O error".
+		err := fsident.As(int(st.Uid), int(st.Gid), func() error { return unix.Mkdirat(cur, p, 0o700) })
+		if err == unix.EACCES { // the owner cannot write there: as root
+			err = unix.Mkdirat(cur, p, 0o700)
+		}
 		if err == nil {
 			unix.Fchownat(cur, p, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
 			// The new entry must be durable before any position that

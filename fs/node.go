@@ -197,7 +197,10 @@ func (n *Node) Create(ctx context.Context, name string, flags, mode uint32, out 
 			existed, prev = true, st.Size
 		}
 	}
-	ch, fh, fl, e := n.LoopbackNode.Create(ctx, name, flags, mode, out)
+	var ch *fusefs.Inode
+	var fh fusefs.FileHandle
+	var fl uint32
+	e = asCaller(ctx, func() (e syscall.Errno) { ch, fh, fl, e = n.LoopbackNode.Create(ctx, name, flags, mode, out); return e })
 	if e != 0 {
 		return nil, nil, 0, e
 	}

@@ -1,0 +1,69 @@
+package fs_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"mreplfs/fs"
+	"mreplfs/fs/mounttest"
+)
+
+// TestCreatedOwnedByCaller: what a non-root process creates through the
+// mount (directory, file, symlink, node) is its own in the backing tree,
+// both when its own identity may create there (made with it: asCaller) and
+// when only a supplementary group lets it (made as root and chowned).
+func TestCreatedOwnedByCaller(t *testing.T) {
+	e := mounttest.Mount(t, mounttest.Options{NoJournal: true, FS: fs.Options{AllowOther: true}})
+	// the caller must reach the mount point (t.TempDir makes 0700 parents)
+	for d := filepath.Dir(e.Mnt); d != "/tmp" && d != "/" && d != "."; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	own := filepath.Join(e.Backing, "own")
+	grp := filepath.Join(e.Backing, "grp")
+	for _, d := range []string{own, grp} {
+		if err := os.Mkdir(d, 0o770); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(d, 0o770) // past the umask
+	}
+	os.Chown(own, 1234, 5678)
+	os.Chown(grp, 0, 4321) // writable for 1234 through its group 4321 only
+	run := func(groups []uint32, name string, args ...string) {
+		t.Helper()
+		c := exec.Command(name, args...)
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1234, Gid: 5678, Groups: groups}}
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("%s %v as 1234: %v: %s", name, args, err, out)
+		}
+	}
+	for _, d := range []string{"own", "grp"} {
+		m := filepath.Join(e.Mnt, d)
+		groups := []uint32{4321}
+		run(groups, "mkdir", filepath.Join(m, "dir"))
+		run(groups, "sh", "-c", ": > "+filepath.Join(m, "dir", "file"))
+		run(groups, "ln", "-s", "file", filepath.Join(m, "dir", "link"))
+		run(groups, "mkfifo", filepath.Join(m, "dir", "fifo"))
+		for _, p := range []string{"dir", "dir/file", "dir/link", "dir/fifo"} {
+			var st syscall.Stat_t
+			if err := syscall.Lstat(filepath.Join(e.Backing, d, p), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Uid != 1234 || st.Gid != 5678 {
+				t.Errorf("%s/%s owned by %d:%d, want 1234:5678", d, p, st.Uid, st.Gid)
+			}
+		}
+	}
+	// The mount's own identity is root again: a file root makes is root's.
+	p := filepath.Join(e.Mnt, "own", "rootfile")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	syscall.Lstat(filepath.Join(e.Backing, "own", "rootfile"), &st)
+	if st.Uid != 0 {
+		t.Errorf("root's file owned by %d", st.Uid)
+	}
+}

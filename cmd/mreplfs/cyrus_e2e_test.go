@@ -420,7 +420,14 @@ func (cs *cyrusServers) core(t *testing.T) {
 		}
 		if t.Failed() {
 			for _, in := range cs.cyrus {
-				t.Logf("Cyrus on %s:\n%s", in.Dir, in.Log())
+				b, _ := os.ReadFile(filepath.Join(in.RunDir, "syslog"))
+				var errs []string
+				for _, l := range strings.Split(string(b), "\n") {
+					if strings.Contains(l, "<3>") || strings.Contains(l, "ERROR") {
+						errs = append(errs, l)
+					}
+				}
+				t.Logf("Cyrus on %s, its errors:\n%s", in.Dir, strings.Join(errs, "\n"))
 			}
 			t.FailNow()
 		}

@@ -19,7 +19,9 @@
 // no negative caching, default_permissions (the kernel checks the caller's
 // permissions: the daemon itself runs as root, and with allow_other any
 // user could otherwise write anything). FSYNC, FSYNCDIR and FLUSH are always implemented
-// (never ENOSYS).
+// (never ENOSYS). What a caller creates (file, directory, node, symlink) is
+// made with the caller's file system identity (owner.go), so that it is never
+// seen owned by root between go-fuse's create and its chown.
 //
 // # Role guard (guard.go)
 //

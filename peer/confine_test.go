@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"mreplfs/internal/testroot"
 )
 
 // TestMkdirAllOwnedLikeParent: the structure directories the receiver makes
@@ -12,12 +14,7 @@ import (
 // parent's owner, made with that identity (package fsident), so the local
 // Cyrus never meets one owned by root.
 func TestMkdirAllOwnedLikeParent(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root, and CI runs as root")
-		}
-		t.Skip("needs root")
-	}
+	testroot.Require(t)
 	root := t.TempDir()
 	if err := os.Chown(root, 1234, 5678); err != nil {
 		t.Fatal(err)

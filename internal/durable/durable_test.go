@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"mreplfs/internal/testroot"
 )
 
 func TestWriteFile(t *testing.T) {
@@ -32,12 +34,7 @@ func TestWriteFile(t *testing.T) {
 
 // TestReplace: a named temporary file, and the owner set before the rename.
 func TestReplace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("chown needs root, and CI runs as root")
-		}
-		t.Skip("chown needs root")
-	}
+	testroot.Require(t)
 	dir := t.TempDir()
 	p := filepath.Join(dir, "sidecar")
 	if err := Replace(p, p+".NEW", []byte("x"), 1234, 5678); err != nil {

@@ -5,16 +5,9 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
-)
 
-func requireRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root, and CI runs as root")
-		}
-		t.Skip("needs root")
-	}
-}
+	"mreplfs/internal/testroot"
+)
 
 func owner(t *testing.T, p string) (uint32, uint32) {
 	t.Helper()
@@ -29,7 +22,7 @@ func owner(t *testing.T, p string) (uint32, uint32) {
 // TestAsBornOwned: what fn makes is the identity's from its birth (no chown
 // anywhere), and the goroutine is root again afterwards.
 func TestAsBornOwned(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	base := t.TempDir()
 	os.Chmod(filepath.Dir(base), 0o755)
 	os.Chmod(base, 0o777)
@@ -59,7 +52,7 @@ func TestAsBornOwned(t *testing.T) {
 // TestAsKeepsTheCallersError: fn's error comes back as it is, and the
 // identity is restored after it too.
 func TestAsKeepsTheCallersError(t *testing.T) {
-	requireRoot(t)
+	testroot.Require(t)
 	base := t.TempDir() // 0700 root: uid 1234 may not enter it
 	err := As(1234, 5678, func() error { return os.Mkdir(filepath.Join(base, "x"), 0o700) })
 	if !os.IsPermission(err) {

@@ -5,17 +5,14 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"mreplfs/internal/testroot"
 )
 
 // TestMkdirOwned: every directory mkdirOwned makes is the owner's (born so:
 // see package fsident's tests), and the caller is root again afterwards.
 func TestMkdirOwned(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root, and CI runs as root")
-		}
-		t.Skip("needs root")
-	}
+	testroot.Require(t)
 	base := t.TempDir()
 	os.Chmod(filepath.Dir(base), 0o755) // the owner must reach base
 	os.Chmod(base, 0o777)

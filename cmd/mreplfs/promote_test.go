@@ -109,6 +109,8 @@ func TestPromote(t *testing.T) {
 	deliverTo(t, a, da, "carol", 5)
 	deliverTo(t, b, db, "bob", 5)
 	sameAccount(t, "alice", a, b, 30*time.Second)
+	// Idle: the replica can have it all within -idle of the last delivery.
+	time.Sleep(300 * time.Millisecond)
 
 	out, code := c.admin(ctx, a, "promote", "-config", a.peerConf(), "-idle", "100ms", "alice")
 	if code != 0 {
@@ -130,6 +132,7 @@ func TestPromote(t *testing.T) {
 	writeRefused(t, a, "alice")
 
 	// Back again, run on the other server as demote, verifying content.
+	time.Sleep(300 * time.Millisecond) // idle
 	out, code = c.admin(ctx, a, "demote", "-config", a.peerConf(), "-idle", "100ms", "-verify", "alice")
 	if code != 0 {
 		t.Fatalf("demote alice (back to %s): exit %d:\n%s", a.node, code, out)

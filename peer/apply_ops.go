@@ -175,6 +175,10 @@ func (b *batch) message(t *treeRoot, r *journal.Record, replay bool) error {
 	}
 	if exists {
 		if sum == r.Hash {
+			// Already there, perhaps from an earlier try whose flush never
+			// ran: made durable with this batch before its position is.
+			b.touchFile(t, r.Path)
+			b.touchDir(t, r.Path)
 			return nil
 		}
 		if !replay {
@@ -313,7 +317,10 @@ func (b *batch) replace(t *treeRoot, r *journal.Record, replay bool) error {
 		return err
 	}
 	if exists && sum == r.Hash && r.Hash != ([32]byte{}) {
-		return nil // already there
+		// already there: durable with this batch (as in message)
+		b.touchFile(t, r.Path)
+		b.touchDir(t, r.Path)
+		return nil
 	}
 	if !replay && r.PrevHash != ([32]byte{}) && (!exists || sum != r.PrevHash) {
 		return diverged("%s/%s is not the file the master replaced", t.name, r.Path)

@@ -181,3 +181,30 @@ func TestRenameReplayTwoCrashes(t *testing.T) {
 		}
 	}
 }
+
+// TestAlreadyThereIsFlushed: a message or replaced file found already in
+// place (an earlier try wrote it, and its flush never ran) is fsynced with
+// the batch that finds it, before that batch's position is persisted.
+func TestAlreadyThereIsFlushed(t *testing.T) {
+	f := newFixture(t)
+	if res := f.apply(t, []journal.Record{f.rec(journal.Record{Op: journal.OpMkdir, Account: "alice", Path: "alice/INBOX", Mode: 0o755})}, nil); len(res.Errors) != 0 {
+		t.Fatal(res.Errors)
+	}
+	// what an earlier, unflushed try left
+	body := []byte("body")
+	if err := os.WriteFile(filepath.Join(f.root, "spool/alice/INBOX/1."), body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.root, "spool/alice/INBOX/quota"), body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rp := msg("alice", "alice/INBOX/quota", body, true)
+	rp.Op = journal.OpReplace
+	n := f.a.fsyncs.Load()
+	if res := f.apply(t, []journal.Record{f.rec(msg("alice", "alice/INBOX/1.", body, true)), f.rec(rp)}, nil); len(res.Errors) != 0 {
+		t.Fatal(res.Errors)
+	}
+	if got := f.a.fsyncs.Load() - n; got != 3 {
+		t.Errorf("%d fsyncs for two files already in one directory, want 3", got)
+	}
+}

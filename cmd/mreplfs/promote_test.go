@@ -255,14 +255,18 @@ func TestPromote(t *testing.T) {
 	sameAccount(t, "alice", b, a, 30*time.Second)
 }
 
-// TestFailover: alice's master A is cut off while it takes mail (so its
-// replica B lacks A's tail), then dies. `failover` on B makes alice
-// writable there at epoch 2 at once. When A comes back, its handshake shows
-// its epoch is stale: it becomes alice's replica, moves its unreplicated
-// tail aside — the quarantine report lists exactly the files B lacked, and
-// keeps A's copy of each — and resyncs alice from B until identical. The
-// other accounts replicate throughout.
-func TestFailover(t *testing.T) {
+// failedOver is TestFailover's start: alice's master A took mail with its
+// link cut (the tail B lacks), died, and B failed alice over and took mail
+// for her; A's mount and peer are down.
+type failedOver struct {
+	c       *cluster
+	a, b    *node
+	da, db  *cyrusload.Deliverer
+	atDeath map[string]string // A's alice at its death (cyrusload.Digest)
+	lacked  map[string]bool   // what B lacked of it
+}
+
+func newFailedOver(t *testing.T) *failedOver {
 	c := newTestCluster(t, [][]string{{"alice", "carol"}, {"bob", "dave"}})
 	a, b := c.servers[0], c.servers[1]
 	ctx := context.Background()
@@ -308,6 +312,23 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("alice on %s after failover: %+v", b.node, e)
 	}
 	deliverTo(t, b, db, "alice/AfterFailover", 3)
+	return &failedOver{c: c, a: a, b: b, da: da, db: db, atDeath: atDeath, lacked: lacked}
+}
+
+// TestFailover: alice's master A is cut off while it takes mail (so its
+// replica B lacks A's tail), then dies. `failover` on B makes alice
+// writable there at epoch 2 at once. When A comes back, its handshake shows
+// its epoch is stale: it becomes alice's replica, moves its unreplicated
+// tail aside — the quarantine report lists exactly the files B lacked, and
+// keeps A's copy of each — and resyncs alice from B until identical. The
+// other accounts replicate throughout.
+func TestFailover(t *testing.T) {
+	f := newFailedOver(t)
+	c, a, b, da, db, atDeath, lacked := f.c, f.a, f.b, f.da, f.db, f.atDeath, f.lacked
+	ctx := context.Background()
+	var out string
+	var code int
+	var err error
 
 	// A comes back.
 	if err := c.setLink(ctx, a, true); err != nil {
@@ -380,6 +401,94 @@ func TestFailover(t *testing.T) {
 	sameAccount(t, "carol", a, b, 30*time.Second)
 	deliverTo(t, b, db, "alice/AfterResync", 2)
 	sameAccount(t, "alice", b, a, 30*time.Second)
+}
+
+// TestFenceCutShort: A's fence fails after it made alice a replica (its
+// quarantine directory cannot be made), when no handshake would offer the
+// account again. Alice stays held on A — quarantined, her tail untouched,
+// never resynced over — and the fence marker stays; once the cause is gone
+// the resolver finishes the fence (the report lists what B lacked) and A
+// resyncs from B.
+func TestFenceCutShort(t *testing.T) {
+	f := newFailedOver(t)
+	c, a, b := f.c, f.a, f.b
+	ctx := context.Background()
+	blocker := filepath.Join(a.dir, "peer", "quarantine")
+	if err := os.WriteFile(blocker, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.setLink(ctx, a, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.startMount(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.startPeer(a); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(a.dir, "peer", "roles", "alice.fence")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, err := os.Stat(marker)
+		if e := a.role(t, "alice"); err == nil && e.Role == rolemap.Replica && e.Epoch == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no fence under way on %s: role %+v, marker: %v", a.node, a.role(t, "alice"), err)
+		}
+	}
+	// Held: several resolver rounds and partner reconnects later, A's tail
+	// is still A's, and alice is quarantined there.
+	time.Sleep(3 * time.Second)
+	now, err := cyrusload.Digest(a.backingSpool(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range f.lacked {
+		if now[k] != f.atDeath[k] {
+			t.Errorf("%s changed on %s while its fence was cut short: %q, was %q", k, a.node, now[k], f.atDeath[k])
+		}
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("fence marker gone while the quarantine failed: %v", err)
+	}
+	if st := a.status().Accounts["alice"]; st.State.String() != "quarantined" || !strings.Contains(st.Reason, "fencing") {
+		t.Errorf("alice on %s while its fence is cut short: %+v, want quarantined (fencing)", a.node, st)
+	}
+	// The admin sees the fence and why the listing of quarantines failed.
+	out, code := c.admin(ctx, a, "status", "-peer-state", filepath.Join(a.dir, "peer"))
+	if code != 1 || !strings.Contains(out, "fence under way, not finished: alice") || !strings.Contains(out, "not a directory") {
+		t.Errorf("status -peer-state: exit %d, want 1, the fence and the listing error:\n%s", code, out)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	// The cause goes: the resolver finishes the fence.
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	var reps []quarantineReport
+	for deadline := time.Now().Add(30 * time.Second); len(reps) == 0; time.Sleep(100 * time.Millisecond) {
+		if reps, _, err = listQuarantines(filepath.Join(a.dir, "peer")); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fence was not finished after its cause went")
+		}
+	}
+	listed := map[string]bool{}
+	for _, fl := range reps[0].Files {
+		listed[fl.Tree+"/"+fl.Path] = true
+	}
+	for k := range f.lacked {
+		if !listed[k] {
+			t.Errorf("%s lacked %s, the finished fence's quarantine does not list it", b.node, k)
+		}
+	}
+	sameAccount(t, "alice", b, a, 60*time.Second)
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("fence marker left after the fence: %v", err)
+	}
+	writeRefused(t, a, "alice")
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }

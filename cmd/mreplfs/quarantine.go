@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -24,6 +25,9 @@ import (
 // comes back after its partner took an account over at a higher epoch (the
 // partner's Welcome says so), the peer:
 //
+//  0. writes a fence marker (STATE/roles/ACCOUNT.fence) and holds the
+//     account's replica state (quarantined: no apply, no resync) until the
+//     fence is done; a fence cut short is finished by the resolver;
 //  1. makes the account replica at the partner's epoch in the role map and
 //     the mount (writes get EROFS from then on), and waits for the
 //     account's changes under way (a freeze of the mount syncs the
@@ -37,8 +41,9 @@ import (
 //     gone since). A message whose file the partner applied but whose
 //     index record it did not is kept too (quarantine_index.go). Nothing is
 //     discarded and nothing is applied over the new master;
-//  3. marks the account's replica as needing a full resync, and asks the
-//     partner to reconnect, which resyncs it from the new master.
+//  3. marks the account's replica as needing a full resync, removes the
+//     marker, and asks the partner to reconnect, which resyncs it from the
+//     new master.
 
 // quarantineReport is report.json.
 type quarantineReport struct {
@@ -77,59 +82,116 @@ type quarantinedFile struct {
 	Copy    string     `json:"copy,omitempty"`   // this node's copy, relative to the quarantine dir
 }
 
+// fenceMarker is STATE/roles/ACCOUNT.fence: a fence under way. Written
+// before anything changes and removed only once the quarantine is on disk,
+// so a fence cut short (an error, a crash) after the role flip — when the
+// handshake no longer offers the account, and nothing would fence it again
+// — is finished by the resolver (resolveFences, every second), and the
+// account stays held (quarantined, never resynced over its tail) until then.
+type fenceMarker struct {
+	Account  string `json:"account"`
+	Epoch    uint64 `json:"epoch"`   // the new master's
+	Applied  uint64 `json:"applied"` // what the new master applied of ours
+	OldEpoch uint64 `json:"old_epoch"`
+	Partner  string `json:"partner"`
+}
+
+func (w *roleSwitch) fencePath(account string) string {
+	return filepath.Join(w.dir(), url.PathEscape(account)+".fence")
+}
+
+func (w *roleSwitch) readFence(account string) (*fenceMarker, error) {
+	b, err := os.ReadFile(w.fencePath(account))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m fenceMarker
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("fence marker of %s: %w", account, err)
+	}
+	return &m, nil
+}
+
 // fenceAccount is the stale-epoch handler (see the top of the file).
 func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, applied uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	m, err := w.readFence(account)
+	if err != nil {
+		return err
+	}
 	e, found, err := w.entry(account)
 	if err != nil {
 		return err
 	}
-	if !found || e.Role != rolemap.Master || e.Epoch >= epoch {
-		return nil // fenced already
+	if m == nil {
+		if !found || e.Role != rolemap.Master || e.Epoch >= epoch {
+			return nil // fenced already
+		}
+		m = &fenceMarker{Account: account, Epoch: epoch, Applied: applied, OldEpoch: e.Epoch, Partner: e.Partner}
+		b, _ := json.Marshal(m)
+		if err := os.MkdirAll(w.dir(), 0o700); err != nil {
+			return err
+		}
+		if err := durable.WriteFile(w.fencePath(account), b); err != nil {
+			return fmt.Errorf("fence marker of %s: %w", account, err)
+		}
+		w.log.Warn("fencing: the partner took this account over; becoming its replica and quarantining what it lacks",
+			"account", account, "epoch", e.Epoch, "partner_epoch", epoch, "partner_applied", applied)
+	} else {
+		w.log.Warn("fencing: finishing a fence cut short", "account", account, "partner_epoch", m.Epoch, "partner_applied", m.Applied)
 	}
-	w.log.Warn("fencing: the partner took this account over; becoming its replica and quarantining what it lacks",
-		"account", account, "epoch", e.Epoch, "partner_epoch", epoch, "partner_applied", applied)
 	os.Remove(w.preparePath(account)) // superseded
 	// Before the role map admits the new master's records: they must find
-	// the account needing a full resync, never an older position.
+	// the account held (quarantined: no apply, no resync) until its tail is
+	// set aside, never an older position.
 	if w.applier != nil {
-		if err := w.applier.SetPosition(account, peer.AccountPos{Epoch: epoch, State: peer.StateResync,
-			Reason: fmt.Sprintf("failed over to the partner at epoch %d; fencing", epoch)}); err != nil {
+		if err := w.applier.SetPosition(account, peer.AccountPos{Epoch: m.Epoch, State: peer.StateQuarantine,
+			Reason: fmt.Sprintf("failed over to the partner at epoch %d; fencing: setting the unreplicated tail aside", m.Epoch)}); err != nil {
 			return err
 		}
 	}
-	if err := w.setRole(ctx, account, rolemap.Entry{Role: rolemap.Replica, Partner: e.Partner, Epoch: epoch}, nil); err != nil {
-		return err
+	if found && e.Role == rolemap.Master && e.Epoch < m.Epoch {
+		if err := w.setRole(ctx, account, rolemap.Entry{Role: rolemap.Replica, Partner: m.Partner, Epoch: m.Epoch}, nil); err != nil {
+			return err
+		}
 	}
 	// Changes that passed the guard before the reload: let them finish and
 	// reach the journal.
-	durable := journal.LSN(0)
+	durableLSN := journal.LSN(0)
 	if rep, err := w.control(ctx, fs.ControlRequest{Cmd: "freeze", Account: account, TimeoutMS: 5000}); err == nil {
-		durable = journal.LSN(rep.Durable)
+		durableLSN = journal.LSN(rep.Durable)
 		w.control(ctx, fs.ControlRequest{Cmd: "unfreeze", Account: account})
 	} else {
 		w.log.Warn("fencing: the mount did not settle the account (reading the journal as it is)", "account", account, "err", err)
 	}
-	dir, n, err := w.quarantine(ctx, account, e, epoch, applied, durable)
+	old := rolemap.Entry{Role: rolemap.Master, Partner: m.Partner, Epoch: m.OldEpoch}
+	dir, n, err := w.quarantine(ctx, account, old, m.Epoch, m.Applied, durableLSN)
 	if err != nil {
-		return fmt.Errorf("quarantine the unreplicated tail of %s: %w", account, err)
+		return fmt.Errorf("quarantine the unreplicated tail of %s (the account stays held; retried every second): %w", account, err)
 	}
-	reason := fmt.Sprintf("failed over to the partner at epoch %d; no unreplicated change here", epoch)
+	reason := fmt.Sprintf("failed over to the partner at epoch %d; no unreplicated change here", m.Epoch)
 	if n > 0 {
-		reason = fmt.Sprintf("failed over to the partner at epoch %d; this node's %d unreplicated record(s) are in %s", epoch, n, dir)
+		reason = fmt.Sprintf("failed over to the partner at epoch %d; this node's %d unreplicated record(s) are in %s", m.Epoch, n, dir)
 	}
 	if w.applier != nil {
-		if p, err := w.applier.Position(account); err == nil && p.State == peer.StateResync {
-			w.applier.SetState(account, peer.StateResync, reason)
+		if err := w.applier.SetState(account, peer.StateResync, reason); err != nil {
+			return err
 		}
 	}
-	w.log.Warn("fenced: account is a replica here now; it resyncs from the new master", "account", account, "epoch", epoch, "quarantined_records", n, "dir", dir)
+	if err := os.Remove(w.fencePath(account)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	durable.SyncDir(w.dir())
+	w.log.Warn("fenced: account is a replica here now; it resyncs from the new master", "account", account, "epoch", m.Epoch, "quarantined_records", n, "dir", dir)
 	// The partner's sender was refused the account until now: reconnect.
 	go func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		c, err := w.cfg.dialAdmin(rctx, e.Partner)
+		c, err := w.cfg.dialAdmin(rctx, m.Partner)
 		if err == nil {
 			_, err = c.Call(rctx, peer.AdminRequest{Op: "reconnect"})
 			c.Close()
@@ -139,6 +201,61 @@ func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, ap
 		}
 	}()
 	return nil
+}
+
+// listFences reads the fence markers under state/roles.
+func listFences(state string) ([]fenceMarker, error) {
+	ents, err := os.ReadDir(filepath.Join(state, "roles"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []fenceMarker
+	for _, de := range ents {
+		if !strings.HasSuffix(de.Name(), ".fence") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(state, "roles", de.Name()))
+		if err != nil {
+			return out, err
+		}
+		var m fenceMarker
+		if err := json.Unmarshal(b, &m); err != nil {
+			return out, fmt.Errorf("%s: %w", de.Name(), err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// resolveFences finishes every fence cut short (see fenceMarker).
+func (w *roleSwitch) resolveFences(ctx context.Context) {
+	ents, err := os.ReadDir(w.dir())
+	if err != nil {
+		return
+	}
+	for _, de := range ents {
+		name, ok := strings.CutSuffix(de.Name(), ".fence")
+		if !ok {
+			continue
+		}
+		account, err := url.PathUnescape(name)
+		if err != nil {
+			continue
+		}
+		m, err := w.readFence(account)
+		if err != nil || m == nil {
+			if err != nil {
+				w.log.Error("fencing: unreadable fence marker (left for the admin)", "file", de.Name(), "err", err)
+			}
+			continue
+		}
+		if err := w.fenceAccount(ctx, account, m.Epoch, m.Applied); err != nil {
+			w.log.Error("fencing a failed-over account", "account", account, "err", err)
+		}
+	}
 }
 
 // quarantine moves the account's records above applied (through upTo,

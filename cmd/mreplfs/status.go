@@ -23,7 +23,8 @@ account (after its files were changed in the backing tree).
 -peer-state DIR (the peer's state directory) lists the quarantines a
 failover left on this server: per account the unreplicated records kept
 aside when this node came back as a stale master (account, mailbox, files,
-byte ranges; the full report is DIR/quarantine/*/report.json), and any role
+byte ranges; the full report is DIR/quarantine/*/report.json), any fence
+cut short (an account held until its tail is set aside), and any role
 change prepared and not yet committed or resolved.
 
 Exit status: 0 on success, 1 when the mount cannot be reached or refuses.`
@@ -42,25 +43,40 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		return usagef("%v", err)
 	}
 	if *peerState != "" && *sock == "" {
+		// Everything that can be listed is; the first error is the exit's.
+		var first error
+		note := func(what string, err error) {
+			fmt.Fprintf(e.stdout, "%s: cannot list: %v\n", what, err)
+			if first == nil {
+				first = err
+			}
+		}
 		reps, dirs, err := listQuarantines(*peerState)
 		if err != nil {
-			return err
-		}
-		if len(reps) == 0 {
+			note("quarantines", err)
+		} else if len(reps) == 0 {
 			fmt.Fprintln(e.stdout, "no quarantine")
 		}
 		for i := range reps {
 			fmt.Fprintf(e.stdout, "%s\n%s\n", dirs[i], formatQuarantine(&reps[i]))
 		}
+		fences, err := listFences(*peerState)
+		if err != nil {
+			note("fences", err)
+		}
+		for _, m := range fences {
+			fmt.Fprintf(e.stdout, "fence under way, not finished: %s failed over to %s at epoch %d; held here (no apply, no resync) until its unreplicated tail is set aside; the peer retries every second (its log says why it failed)\n",
+				m.Account, m.Partner, m.Epoch)
+		}
 		preps, err := listPrepared(*peerState)
 		if err != nil {
-			return err
+			note("role changes", err)
 		}
 		for _, p := range preps {
 			fmt.Fprintf(e.stdout, "role change prepared, not committed: %s %s → %s at epoch %d (deadline %s); the peer resolves it\n",
 				p.Account, p.OldRole, p.NewRole, p.NewEpoch, p.Deadline.Format(time.RFC3339))
 		}
-		return nil
+		return first
 	}
 	if *sock == "" {
 		return usagef("no -control SOCKET given")

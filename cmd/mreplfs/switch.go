@@ -549,12 +549,14 @@ func (w *roleSwitch) takeover(ctx context.Context, account string) peer.AdminRep
 	return ok(map[string]string{"epoch": u(ne.Epoch), "applied": u(applied)})
 }
 
-// resolveLoop resolves leftover prepare files at start and every second.
+// resolveLoop resolves leftover prepare files, and finishes fences cut
+// short, at start and every second.
 func (w *roleSwitch) resolveLoop(ctx context.Context, dial func(ctx context.Context, addr string) (*peer.AdminClient, error)) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		w.resolve(ctx, dial)
+		w.resolveFences(ctx)
 		select {
 		case <-ctx.Done():
 			return

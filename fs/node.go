@@ -200,7 +200,14 @@ func (n *Node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	var ch *fusefs.Inode
 	var fh fusefs.FileHandle
 	var fl uint32
-	e = asCaller(ctx, func() (e syscall.Errno) { ch, fh, fl, e = n.LoopbackNode.Create(ctx, name, flags, mode, out); return e })
+	e = asCaller(ctx, func(retry bool) (e syscall.Errno) {
+		of := flags
+		if retry {
+			of |= syscall.O_EXCL // never another user's file, truncated and chowned
+		}
+		ch, fh, fl, e = n.LoopbackNode.Create(ctx, name, of, mode, out)
+		return e
+	})
 	if e != 0 {
 		return nil, nil, 0, e
 	}

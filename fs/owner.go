@@ -17,16 +17,20 @@ import (
 // denied", an IMAP NO). The kernel has checked the caller's permission
 // already (default_permissions); if the op is refused with the narrower
 // identity (fsident sets the primary group, not the caller's supplementary
-// ones), it runs again as root, as before, and go-fuse's chown follows.
-func asCaller(ctx context.Context, op func() syscall.Errno) syscall.Errno {
+// ones), op runs again as root with retry set, and go-fuse's chown follows.
+// A retry must not take over what another user made meanwhile (Create:
+// O_EXCL); if it finds the name taken, the caller's own refusal stands.
+func asCaller(ctx context.Context, op func(retry bool) syscall.Errno) syscall.Errno {
 	c, ok := fuse.FromContext(ctx)
 	if !ok {
-		return op()
+		return op(false)
 	}
 	var e syscall.Errno
-	fsident.As(int(c.Uid), int(c.Gid), func() error { e = op(); return nil })
+	fsident.As(int(c.Uid), int(c.Gid), func() error { e = op(false); return nil })
 	if e == syscall.EACCES || e == syscall.EPERM {
-		e = op()
+		if e2 := op(true); e2 != syscall.EEXIST {
+			return e2
+		}
 	}
 	return e
 }

@@ -1,14 +1,19 @@
 package fs_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
 	"mreplfs/fs"
 	"mreplfs/fs/mounttest"
+	"mreplfs/internal/testroot"
 )
 
 // TestCreatedOwnedByCaller: what a non-root process creates through the
@@ -65,5 +70,36 @@ func TestCreatedOwnedByCaller(t *testing.T) {
 	syscall.Lstat(filepath.Join(e.Backing, "own", "rootfile"), &st)
 	if st.Uid != 0 {
 		t.Errorf("root's file owned by %d", st.Uid)
+	}
+}
+
+// TestAsCallerBornOwned: asCaller's op runs with the FUSE caller's
+// identity: a directory it makes (no chown anywhere) is the caller's; and a
+// retry as root never takes a name someone made meanwhile.
+func TestAsCallerBornOwned(t *testing.T) {
+	testroot.Require(t)
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755) // the caller must reach it
+	os.Chmod(dir, 0o777)
+	ctx := fuse.NewContext(context.Background(), &fuse.Caller{Owner: fuse.Owner{Uid: 1234, Gid: 5678}})
+	d := filepath.Join(dir, "d")
+	if e := fs.AsCaller(ctx, func(bool) syscall.Errno { return fusefs.ToErrno(os.Mkdir(d, 0o700)) }); e != 0 {
+		t.Fatal(e)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(d, &st); err != nil || st.Uid != 1234 || st.Gid != 5678 {
+		t.Errorf("made by asCaller: %d:%d (%v), want 1234:5678", st.Uid, st.Gid, err)
+	}
+	// refused as the caller, the name taken meanwhile: the refusal stands
+	tries := 0
+	e := fs.AsCaller(ctx, func(retry bool) syscall.Errno {
+		tries++
+		if !retry {
+			return syscall.EACCES
+		}
+		return syscall.EEXIST
+	})
+	if e != syscall.EACCES || tries != 2 {
+		t.Errorf("retry finding the name taken: %v after %d tries, want EACCES after 2", e, tries)
 	}
 }

@@ -112,11 +112,12 @@ func (t *treeRoot) mkdirAll(dir string) error {
 		// directory such as meta/u/DELETED/user, which both sides make) and
 		// fail its own mkdir beneath it: "NO System I/O error".
 		err := fsident.As(int(st.Uid), int(st.Gid), func() error { return unix.Mkdirat(cur, p, 0o700) })
-		if err == unix.EACCES { // the owner cannot write there: as root
-			err = unix.Mkdirat(cur, p, 0o700)
+		if err == unix.EACCES { // the owner cannot write there: as root, then chown
+			if err = unix.Mkdirat(cur, p, 0o700); err == nil {
+				unix.Fchownat(cur, p, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
+			}
 		}
 		if err == nil {
-			unix.Fchownat(cur, p, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
 			// The new entry must be durable before any position that
 			// covers a file beneath it is persisted.
 			if err := unix.Fsync(cur); err != nil {

@@ -3,8 +3,11 @@ package fsident
 import (
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"mreplfs/internal/testroot"
 )
@@ -60,5 +63,48 @@ func TestAsKeepsTheCallersError(t *testing.T) {
 	}
 	if err := os.Mkdir(filepath.Join(base, "y"), 0o700); err != nil {
 		t.Fatalf("root afterwards: %v", err)
+	}
+}
+
+// TestAsRestoresEveryThread: after many concurrent As calls, one of which
+// panics, no thread of the process keeps another file system identity.
+func TestAsRestoresEveryThread(t *testing.T) {
+	testroot.Require(t)
+	var wg sync.WaitGroup
+	hold := make(chan struct{}) // the goroutines live on, as a FUSE request loop does
+	defer close(hold)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			func() {
+				defer func() { recover() }()
+				As(1000+i, 2000+i, func() error {
+					if i == 7 {
+						panic("in fn")
+					}
+					time.Sleep(time.Millisecond)
+					return nil
+				})
+			}()
+			wg.Done()
+			<-hold
+		}()
+	}
+	wg.Wait()
+	tasks, err := filepath.Glob("/proc/self/task/*/status")
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads: %v %v", tasks, err)
+	}
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			// Uid: real effective saved fs
+			if f := strings.Fields(l); len(f) == 5 && (f[0] == "Uid:" || f[0] == "Gid:") && f[4] != "0" {
+				t.Errorf("%s: %s", p, l)
+			}
+		}
 	}
 }

@@ -155,13 +155,15 @@ func mkdirOwned(dir string, uid, gid int) error {
 	// Born the owner's (package fsident): made by root and chowned, Cyrus
 	// could meet it root-owned in between ("Permission denied" on a .sub).
 	err := fsident.As(uid, gid, func() error { return os.Mkdir(dir, 0o750) })
-	if errors.Is(err, fs.ErrPermission) { // the owner cannot reach it: as root
-		err = os.Mkdir(dir, 0o750)
+	if errors.Is(err, fs.ErrPermission) { // the owner cannot reach it: as root, then chown
+		if err = os.Mkdir(dir, 0o750); err == nil {
+			err = os.Chown(dir, uid, gid)
+		}
 	}
 	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	return os.Chown(dir, uid, gid)
+	return nil
 }
 
 // Applied says what Apply did.

@@ -1,0 +1,4 @@
+package fs
+
+// AsCaller exposes asCaller to the external tests.
+var AsCaller = asCaller

@@ -237,14 +237,19 @@ func (l *Log) RemoveConsumer(consumer string) error {
 		return err
 	}
 	defer l.ackLock.unlock()
-	cdir := filepath.Join(l.dir, consumersDir)
-	if err := os.Remove(filepath.Join(cdir, consumer+consumerSuffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("journal: remove consumer: %w", err)
-	}
-	if err := syncDir(cdir); err != nil {
+	if err := removeConsumer(l.dir, consumer); err != nil {
 		return err
 	}
 	return l.retainLocked()
+}
+
+// removeConsumer deletes consumer's ack file durably (ack lock held).
+func removeConsumer(dir, consumer string) error {
+	cdir := filepath.Join(dir, consumersDir)
+	if err := os.Remove(filepath.Join(cdir, consumer+consumerSuffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("journal: remove consumer: %w", err)
+	}
+	return syncDir(cdir)
 }
 
 // retain applies retention with the consumers as stored now: run

@@ -321,6 +321,28 @@ func (f *Follower) SetAcked(consumer string, lsn LSN) error {
 	return err
 }
 
+// RemoveConsumer forgets consumer, like Log.RemoveConsumer; the writer's
+// retention stops counting it within Options.RetainEvery.
+func (f *Follower) RemoveConsumer(consumer string) error {
+	if !validConsumer(consumer) {
+		return fmt.Errorf("%w: %q", ErrBadConsumer, consumer)
+	}
+	f.ackMu.Lock()
+	defer f.ackMu.Unlock()
+	if f.ackLock == nil {
+		al, err := openAckLock(f.dir)
+		if err != nil {
+			return err
+		}
+		f.ackLock = al
+	}
+	if err := f.ackLock.lock(); err != nil {
+		return err
+	}
+	defer f.ackLock.unlock()
+	return removeConsumer(f.dir, consumer)
+}
+
 // Acked returns consumer's acked LSN and whether it is registered.
 func (f *Follower) Acked(consumer string) (LSN, bool) {
 	if !validConsumer(consumer) {

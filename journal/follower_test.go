@@ -395,6 +395,9 @@ func TestFollowerConsumersHoldRetention(t *testing.T) {
 	if err := f.SetAcked("slow", 0); err != nil {
 		t.Fatal(err)
 	}
+	if err := f.SetAcked("pin", 0); err != nil { // removed below
+		t.Fatal(err)
+	}
 	if err := f.SetAcked("fast", d0); err != nil {
 		t.Fatal(err)
 	}
@@ -435,6 +438,13 @@ func TestFollowerConsumersHoldRetention(t *testing.T) {
 	}
 	if v, ok := f.Acked("slow"); !ok || v != d1 {
 		t.Fatalf("Acked(slow) = %d, %v", v, ok)
+	}
+	// A removed consumer holds nothing back.
+	if err := f.RemoveConsumer("pin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.Acked("pin"); ok {
+		t.Fatal("consumer pin still registered after RemoveConsumer")
 	}
 	// The writer notices within its retention period; wait for it (no
 	// timing assertion: up to 30 s).

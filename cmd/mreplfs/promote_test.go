@@ -451,6 +451,10 @@ func TestFenceCutShort(t *testing.T) {
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("fence marker gone while the quarantine failed: %v", err)
 	}
+	pins := filepath.Join(a.dir, "journal", "consumers.d", "fence:alice-*.ack")
+	if m, _ := filepath.Glob(pins); len(m) != 1 {
+		t.Errorf("the tail is not pinned in the journal while the fence waits: %v", m)
+	}
 	if st := a.status().Accounts["alice"]; st.State.String() != "quarantined" || !strings.Contains(st.Reason, "fencing") {
 		t.Errorf("alice on %s while its fence is cut short: %+v, want quarantined (fencing)", a.node, st)
 	}
@@ -487,6 +491,9 @@ func TestFenceCutShort(t *testing.T) {
 	sameAccount(t, "alice", b, a, 60*time.Second)
 	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("fence marker left after the fence: %v", err)
+	}
+	if m, _ := filepath.Glob(pins); len(m) != 0 {
+		t.Errorf("journal pin left after the fence: %v", m)
 	}
 	writeRefused(t, a, "alice")
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/url"
 	"os"
@@ -89,11 +90,50 @@ type quarantinedFile struct {
 // — is finished by the resolver (resolveFences, every second), and the
 // account stays held (quarantined, never resynced over its tail) until then.
 type fenceMarker struct {
-	Account  string `json:"account"`
-	Epoch    uint64 `json:"epoch"`   // the new master's
-	Applied  uint64 `json:"applied"` // what the new master applied of ours
-	OldEpoch uint64 `json:"old_epoch"`
-	Partner  string `json:"partner"`
+	Account  string    `json:"account"`
+	Epoch    uint64    `json:"epoch"`   // the new master's
+	Applied  uint64    `json:"applied"` // what the new master applied of ours
+	OldEpoch uint64    `json:"old_epoch"`
+	Partner  string    `json:"partner"`
+	Created  time.Time `json:"created"`  // names the quarantine directory
+	Consumer string    `json:"consumer"` // the journal consumer pinning the tail
+}
+
+// fenceConsumer names the journal consumer that keeps the account's tail
+// (the records above what the partner applied) from retention while a
+// fence is under way: the partner acknowledges them all the same.
+func fenceConsumer(account string) string {
+	safe := []byte(account)
+	for i, c := range safe {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '@' || c == '-') {
+			safe[i] = '_'
+		}
+	}
+	if len(safe) > 100 {
+		safe = safe[:100]
+	}
+	h := fnv.New32a()
+	h.Write([]byte(account))
+	return fmt.Sprintf("fence:%s-%08x", safe, h.Sum32())
+}
+
+// consumerRemover is the journal follower's RemoveConsumer.
+type consumerRemover interface {
+	RemoveConsumer(consumer string) error
+}
+
+// endFence removes a fence's marker and its journal pin.
+func (w *roleSwitch) endFence(m *fenceMarker) error {
+	if err := os.Remove(w.fencePath(m.Account)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	durable.SyncDir(w.dir())
+	if rm, ok := w.jrnl.(consumerRemover); ok && m.Consumer != "" {
+		if err := rm.RemoveConsumer(m.Consumer); err != nil {
+			w.log.Warn("fencing: could not remove the journal pin (it holds retention back)", "consumer", m.Consumer, "err", err)
+		}
+	}
+	return nil
 }
 
 func (w *roleSwitch) fencePath(account string) string {
@@ -131,7 +171,15 @@ func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, ap
 		if !found || e.Role != rolemap.Master || e.Epoch >= epoch {
 			return nil // fenced already
 		}
-		m = &fenceMarker{Account: account, Epoch: epoch, Applied: applied, OldEpoch: e.Epoch, Partner: e.Partner}
+		m = &fenceMarker{Account: account, Epoch: epoch, Applied: applied, OldEpoch: e.Epoch, Partner: e.Partner,
+			Created: time.Now().UTC(), Consumer: fenceConsumer(account)}
+		// Pin the tail first: from here on retention keeps it, whatever the
+		// partner acknowledges.
+		if w.jrnl != nil {
+			if err := w.jrnl.SetAcked(m.Consumer, journal.LSN(min(applied, uint64(w.jrnl.Durable())))); err != nil {
+				return fmt.Errorf("pin the unreplicated tail of %s in the journal: %w", account, err)
+			}
+		}
 		b, _ := json.Marshal(m)
 		if err := os.MkdirAll(w.dir(), 0o700); err != nil {
 			return err
@@ -142,6 +190,19 @@ func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, ap
 		w.log.Warn("fencing: the partner took this account over; becoming its replica and quarantining what it lacks",
 			"account", account, "epoch", e.Epoch, "partner_epoch", epoch, "partner_applied", applied)
 	} else {
+		// A fence cut short: finish it, unless it is done (a crash before
+		// the marker went) or overtaken (the roles changed since).
+		flipPending := found && e.Role == rolemap.Master && e.Epoch < m.Epoch
+		held := found && e.Role == rolemap.Replica && e.Epoch == m.Epoch
+		if held && w.applier != nil {
+			p, err := w.applier.Position(account)
+			held = err == nil && p.Epoch == m.Epoch && p.State == peer.StateQuarantine
+		}
+		if !flipPending && !held {
+			w.log.Info("fencing: a fence marker no longer applies (done, or the roles changed since); removed",
+				"account", account, "marker_epoch", m.Epoch, "role", e.Role.String(), "epoch", e.Epoch)
+			return w.endFence(m)
+		}
 		w.log.Warn("fencing: finishing a fence cut short", "account", account, "partner_epoch", m.Epoch, "partner_applied", m.Applied)
 	}
 	os.Remove(w.preparePath(account)) // superseded
@@ -169,7 +230,7 @@ func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, ap
 		w.log.Warn("fencing: the mount did not settle the account (reading the journal as it is)", "account", account, "err", err)
 	}
 	old := rolemap.Entry{Role: rolemap.Master, Partner: m.Partner, Epoch: m.OldEpoch}
-	dir, n, err := w.quarantine(ctx, account, old, m.Epoch, m.Applied, durableLSN)
+	dir, n, err := w.quarantine(ctx, account, old, m.Epoch, m.Applied, durableLSN, m.Created)
 	if err != nil {
 		return fmt.Errorf("quarantine the unreplicated tail of %s (the account stays held; retried every second): %w", account, err)
 	}
@@ -182,10 +243,9 @@ func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, ap
 			return err
 		}
 	}
-	if err := os.Remove(w.fencePath(account)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := w.endFence(m); err != nil {
 		return err
 	}
-	durable.SyncDir(w.dir())
 	w.log.Warn("fenced: account is a replica here now; it resyncs from the new master", "account", account, "epoch", m.Epoch, "quarantined_records", n, "dir", dir)
 	// The partner's sender was refused the account until now: reconnect.
 	go func() {
@@ -261,7 +321,7 @@ func (w *roleSwitch) resolveFences(ctx context.Context) {
 // quarantine moves the account's records above applied (through upTo,
 // 0: what is durable) aside; it returns the directory and how many records
 // it holds (0: nothing to keep, no directory).
-func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap.Entry, epoch, applied uint64, upTo journal.LSN) (string, int, error) {
+func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap.Entry, epoch, applied uint64, upTo journal.LSN, created time.Time) (_ string, _ int, err error) {
 	if w.jrnl == nil {
 		return "", 0, nil
 	}
@@ -324,10 +384,18 @@ func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap
 	if len(recs) == 0 {
 		return "", 0, nil
 	}
-	dir := filepath.Join(w.cfg.state, "quarantine", fmt.Sprintf("%s-e%d-%s", pathSafe(account), old.Epoch, time.Now().UTC().Format("20060102T150405")))
+	// Named by the fence, so a retry rewrites its own directory; removed
+	// when this try fails (nothing half-written is left to look complete).
+	dir := filepath.Join(w.cfg.state, "quarantine", fmt.Sprintf("%s-e%d-%s", pathSafe(account), old.Epoch, created.UTC().Format("20060102T150405")))
+	os.RemoveAll(dir)
 	if err := os.MkdirAll(filepath.Join(dir, "files"), 0o700); err != nil {
 		return "", 0, err
 	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	rep := quarantineReport{Account: account, Node: w.cfg.node, OldEpoch: old.Epoch, NewEpoch: epoch, Partner: old.Partner,
 		PartnerApplied: applied, Created: time.Now().UTC()}
 	files := map[[2]string]*quarantinedFile{}
@@ -372,11 +440,12 @@ func (w *roleSwitch) quarantine(ctx context.Context, account string, old rolemap
 	}
 	for _, f := range files {
 		f.Ranges = mergeRanges(f.Ranges)
-		if c, err := w.keepCopy(dir, f, blobs); err != nil {
-			w.log.Warn("quarantine: could not copy a file", "tree", f.Tree, "path", f.Path, "err", err)
-		} else {
-			f.Copy = c
+		c, err := w.keepCopy(dir, f, blobs)
+		if err != nil {
+			// This node's copy may be the only one: the fence waits.
+			return "", 0, fmt.Errorf("keep %s/%s: %w", f.Tree, f.Path, err)
 		}
+		f.Copy = c
 		rep.Files = append(rep.Files, *f)
 	}
 	sort.Slice(rep.Files, func(i, j int) bool {

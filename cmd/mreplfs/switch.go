@@ -532,6 +532,11 @@ func (w *roleSwitch) takeover(ctx context.Context, account string) peer.AdminRep
 	if !found || e.Role != rolemap.Replica {
 		return refused("%s is %s on %s, not replica", account, e.Role, w.cfg.node)
 	}
+	if m, err := w.readFence(account); err != nil || m != nil {
+		// Its tree still holds this node's unreplicated tail, not yet set
+		// aside: serving it as master would mix the two.
+		return refused("%s is being fenced on %s (its unreplicated tail is not set aside yet: see mreplfs status -peer-state and the peer's log)", account, w.cfg.node)
+	}
 	if p, err := w.readPrepare(account); err == nil && p != nil {
 		w.removePrepare(account) // superseded by the higher epoch
 	}

@@ -304,21 +304,10 @@ func (f *Follower) SetAcked(consumer string, lsn LSN) error {
 			return fmt.Errorf("%w: ack %d, durable %d", ErrFuture, lsn, d)
 		}
 	}
-	f.ackMu.Lock()
-	defer f.ackMu.Unlock()
-	if f.ackLock == nil {
-		al, err := openAckLock(f.dir)
-		if err != nil {
-			return err
-		}
-		f.ackLock = al
-	}
-	if err := f.ackLock.lock(); err != nil {
+	return f.withAckLock(func() error {
+		_, err := setAcked(f.dir, consumer, lsn)
 		return err
-	}
-	defer f.ackLock.unlock()
-	_, err := setAcked(f.dir, consumer, lsn)
-	return err
+	})
 }
 
 // RemoveConsumer forgets consumer, like Log.RemoveConsumer; the writer's
@@ -327,6 +316,12 @@ func (f *Follower) RemoveConsumer(consumer string) error {
 	if !validConsumer(consumer) {
 		return fmt.Errorf("%w: %q", ErrBadConsumer, consumer)
 	}
+	return f.withAckLock(func() error { return removeConsumer(f.dir, consumer) })
+}
+
+// withAckLock runs fn holding the consumers' lock (this process's and the
+// cross-process one).
+func (f *Follower) withAckLock(fn func() error) error {
 	f.ackMu.Lock()
 	defer f.ackMu.Unlock()
 	if f.ackLock == nil {
@@ -340,7 +335,7 @@ func (f *Follower) RemoveConsumer(consumer string) error {
 		return err
 	}
 	defer f.ackLock.unlock()
-	return removeConsumer(f.dir, consumer)
+	return fn()
 }
 
 // Acked returns consumer's acked LSN and whether it is registered.

@@ -266,6 +266,21 @@ type failedOver struct {
 	lacked  map[string]bool   // what B lacked of it
 }
 
+// comeBack brings A back: its link, its mount, its peer.
+func (f *failedOver) comeBack(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	if err := f.c.setLink(ctx, f.a, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.startMount(ctx, f.a); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.startPeer(f.a); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func newFailedOver(t *testing.T) *failedOver {
 	c := newTestCluster(t, [][]string{{"alice", "carol"}, {"bob", "dave"}})
 	a, b := c.servers[0], c.servers[1]
@@ -331,15 +346,7 @@ func TestFailover(t *testing.T) {
 	var err error
 
 	// A comes back.
-	if err := c.setLink(ctx, a, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.startMount(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.startPeer(a); err != nil {
-		t.Fatal(err)
-	}
+	f.comeBack(t)
 	deadline := time.Now().Add(30 * time.Second)
 	var reps []quarantineReport
 	var dirs []string
@@ -417,15 +424,7 @@ func TestFenceCutShort(t *testing.T) {
 	if err := os.WriteFile(blocker, []byte("not a directory"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.setLink(ctx, a, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.startMount(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.startPeer(a); err != nil {
-		t.Fatal(err)
-	}
+	f.comeBack(t)
 	marker := filepath.Join(a.dir, "peer", "roles", "alice.fence")
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		_, err := os.Stat(marker)

@@ -73,6 +73,8 @@ type ControlStatus struct {
 	Trees []TreeStatus      `json:"trees"`
 	Extra map[string]string `json:"extra,omitempty"`
 	Sync  *SyncStatus       `json:"sync,omitempty"`
+	// RootCreates counts creations that fell back to root (fs/owner.go).
+	RootCreates int64 `json:"root_creates,omitempty"`
 }
 
 // TreeStatus describes one mounted tree.
@@ -196,7 +198,7 @@ func (c *Control) handle(ctx context.Context, req ControlRequest) ControlReply {
 	case "ping":
 		return ControlReply{OK: true}
 	case "status":
-		st := &ControlStatus{Pid: os.Getpid()}
+		st := &ControlStatus{Pid: os.Getpid(), RootCreates: c.FS.RootCreates()}
 		for _, t := range c.FS.Trees() {
 			st.Trees = append(st.Trees, TreeStatus{Name: t.Name, Backing: t.Backing, Mountpoint: t.Mountpoint})
 		}

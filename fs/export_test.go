@@ -1,4 +1,12 @@
 package fs
 
+import (
+	"context"
+	"syscall"
+)
+
 // AsCaller exposes asCaller to the external tests.
-var AsCaller = asCaller
+func AsCaller(ctx context.Context, op func(retry bool) syscall.Errno) syscall.Errno {
+	e, _ := asCaller(ctx, op)
+	return e
+}

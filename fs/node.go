@@ -200,7 +200,7 @@ func (n *Node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	var ch *fusefs.Inode
 	var fh fusefs.FileHandle
 	var fl uint32
-	e = asCaller(ctx, func(retry bool) (e syscall.Errno) {
+	e = n.makeAsCaller(ctx, name, func(retry bool) (e syscall.Errno) {
 		of := flags
 		if retry {
 			of |= syscall.O_EXCL // never another user's file, truncated and chowned

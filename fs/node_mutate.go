@@ -73,7 +73,7 @@ func (n *Node) created(op journal.Op, out *fuse.EntryOut) func(string, *fusefs.I
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	return n.childOp(ctx, "mkdir", name, func() (*fusefs.Inode, syscall.Errno) {
 		var ch *fusefs.Inode
-		e := asCaller(ctx, func(bool) (e syscall.Errno) { ch, e = n.LoopbackNode.Mkdir(ctx, name, mode, out); return e })
+		e := n.makeAsCaller(ctx, name, func(bool) (e syscall.Errno) { ch, e = n.LoopbackNode.Mkdir(ctx, name, mode, out); return e })
 		return ch, e
 	}, n.created(journal.OpMkdir, out))
 }
@@ -81,7 +81,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	return n.childOp(ctx, "mknod", name, func() (*fusefs.Inode, syscall.Errno) {
 		var ch *fusefs.Inode
-		e := asCaller(ctx, func(bool) (e syscall.Errno) { ch, e = n.LoopbackNode.Mknod(ctx, name, mode, rdev, out); return e })
+		e := n.makeAsCaller(ctx, name, func(bool) (e syscall.Errno) { ch, e = n.LoopbackNode.Mknod(ctx, name, mode, rdev, out); return e })
 		return ch, e
 	}, n.created(journal.OpCreate, out))
 }
@@ -89,7 +89,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	return n.childOp(ctx, "symlink", name, func() (*fusefs.Inode, syscall.Errno) {
 		var ch *fusefs.Inode
-		e := asCaller(ctx, func(bool) (e syscall.Errno) { ch, e = n.LoopbackNode.Symlink(ctx, target, name, out); return e })
+		e := n.makeAsCaller(ctx, name, func(bool) (e syscall.Errno) { ch, e = n.LoopbackNode.Symlink(ctx, target, name, out); return e })
 		return ch, e
 	}, func(rel string, _ *fusefs.Inode) (*journal.Record, []*Node) {
 		r := newRecord(journal.OpSymlink, rel)

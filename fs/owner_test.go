@@ -61,6 +61,10 @@ func TestCreatedOwnedByCaller(t *testing.T) {
 			}
 		}
 	}
+	// Only the supplementary-group directory fell back to root: 4 creations.
+	if n := e.FS.RootCreates(); n != 4 {
+		t.Errorf("%d creations fell back to root, want 4 (those in grp)", n)
+	}
 	// The mount's own identity is root again: a file root makes is root's.
 	p := filepath.Join(e.Mnt, "own", "rootfile")
 	if err := os.WriteFile(p, nil, 0o600); err != nil {

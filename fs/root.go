@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,6 +73,8 @@ type FS struct {
 	started time.Time
 
 	gates sync.Map // account → *gate (freeze.go)
+
+	rootCreates atomic.Int64 // creations that fell back to root (owner.go)
 }
 
 // New checks o and returns a filesystem ready to Mount trees.

@@ -259,7 +259,7 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 		go func() { defer wg.Done(); keeper.export(ctx) }()
 	}
 	var senders []*peer.Sender
-	sw := &roleSwitch{cfg: cfg, log: log, live: live, senders: map[string]*peer.Sender{}}
+	sw := &roleSwitch{cfg: cfg, log: log, live: live, senders: map[string]*peer.Sender{}, fenceRetry: map[string]fenceBackoff{}}
 	sw.fence = sw.fenceAccount
 	if cfg.journal != "none" {
 		j, closeJ, err := openJournalFollower(cfg.journal, log)

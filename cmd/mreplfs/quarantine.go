@@ -87,7 +87,7 @@ type quarantinedFile struct {
 // before anything changes and removed only once the quarantine is on disk,
 // so a fence cut short (an error, a crash) after the role flip — when the
 // handshake no longer offers the account, and nothing would fence it again
-// — is finished by the resolver (resolveFences, every second), and the
+// — is finished by the resolver (resolveFences: after 1 s, doubling up to a minute), and the
 // account stays held (quarantined, never resynced over its tail) until then.
 type fenceMarker struct {
 	Account  string    `json:"account"`
@@ -232,7 +232,7 @@ func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, ap
 	old := rolemap.Entry{Role: rolemap.Master, Partner: m.Partner, Epoch: m.OldEpoch}
 	dir, n, err := w.quarantine(ctx, account, old, m.Epoch, m.Applied, durableLSN, m.Created)
 	if err != nil {
-		return fmt.Errorf("quarantine the unreplicated tail of %s (the account stays held; retried every second): %w", account, err)
+		return fmt.Errorf("quarantine the unreplicated tail of %s (the account stays held; tried again later): %w", account, err)
 	}
 	reason := fmt.Sprintf("failed over to the partner at epoch %d; no unreplicated change here", m.Epoch)
 	if n > 0 {
@@ -312,10 +312,30 @@ func (w *roleSwitch) resolveFences(ctx context.Context) {
 			}
 			continue
 		}
-		if err := w.fenceAccount(ctx, account, m.Epoch, m.Applied); err != nil {
-			w.log.Error("fencing a failed-over account", "account", account, "err", err)
+		if w.fenceRetry == nil {
+			w.fenceRetry = map[string]fenceBackoff{}
 		}
+		if time.Now().Before(w.fenceRetry[account].at) {
+			continue
+		}
+		if err := w.fenceAccount(ctx, account, m.Epoch, m.Applied); err != nil {
+			// Each try holds the role switch through a freeze and a journal
+			// scan: back off (1 s, doubling, at most a minute).
+			r := w.fenceRetry[account]
+			r.wait = min(max(2*r.wait, time.Second), time.Minute)
+			r.at = time.Now().Add(r.wait)
+			w.fenceRetry[account] = r
+			w.log.Error("fencing a failed-over account; tried again later", "account", account, "in", r.wait, "err", err)
+			continue
+		}
+		delete(w.fenceRetry, account)
 	}
+}
+
+// fenceBackoff is when resolveFences tries a failing fence again.
+type fenceBackoff struct {
+	at   time.Time
+	wait time.Duration
 }
 
 // quarantine moves the account's records above applied (through upTo,

@@ -65,7 +65,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 			note("fences", err)
 		}
 		for _, m := range fences {
-			fmt.Fprintf(e.stdout, "fence under way, not finished: %s failed over to %s at epoch %d; held here (no apply, no resync) until its unreplicated tail is set aside; the peer retries every second (its log says why it failed)\n",
+			fmt.Fprintf(e.stdout, "fence under way, not finished: %s failed over to %s at epoch %d; held here (no apply, no resync) until its unreplicated tail is set aside; the peer retries, backing off from 1 s to a minute (its log says why it failed)\n",
 				m.Account, m.Partner, m.Epoch)
 		}
 		preps, err := listPrepared(*peerState)

@@ -95,6 +95,8 @@ type roleSwitch struct {
 	fence   func(ctx context.Context, account string, epoch, applied uint64) error
 
 	mu sync.Mutex // one role change step at a time
+
+	fenceRetry map[string]fenceBackoff // resolveFences's own (one goroutine)
 }
 
 func (w *roleSwitch) dir() string { return filepath.Join(w.cfg.state, "roles") }

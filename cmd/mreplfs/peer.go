@@ -320,8 +320,6 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 			}
 			senders = append(senders, s)
 			sw.senders[addr] = s
-			wg.Add(1)
-			go func() { defer wg.Done(); s.Run(ctx) }()
 		}
 	}
 
@@ -376,6 +374,12 @@ func servePeer(ctx context.Context, e *env, cfg *peerConfig) error {
 		log.Info("receiver listening", "addr", ln.Addr().String())
 	}
 
+	// The senders start once the applier is set: a stale handshake fences
+	// at once, and the fence holds the account through the applier.
+	for _, s := range senders {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Run(ctx) }()
+	}
 	wg.Add(1)
 	go func() { defer wg.Done(); sw.resolveLoop(ctx, cfg.dialAdmin) }()
 

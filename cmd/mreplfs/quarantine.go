@@ -141,18 +141,7 @@ func (w *roleSwitch) fencePath(account string) string {
 }
 
 func (w *roleSwitch) readFence(account string) (*fenceMarker, error) {
-	b, err := os.ReadFile(w.fencePath(account))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var m fenceMarker
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("fence marker of %s: %w", account, err)
-	}
-	return &m, nil
+	return readRoleState[fenceMarker](w.fencePath(account))
 }
 
 // fenceAccount is the stale-epoch handler (see the top of the file).
@@ -265,55 +254,22 @@ func (w *roleSwitch) fenceAccount(ctx context.Context, account string, epoch, ap
 
 // listFences reads the fence markers under state/roles.
 func listFences(state string) ([]fenceMarker, error) {
-	ents, err := os.ReadDir(filepath.Join(state, "roles"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out []fenceMarker
-	for _, de := range ents {
-		if !strings.HasSuffix(de.Name(), ".fence") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(state, "roles", de.Name()))
-		if err != nil {
-			return out, err
-		}
-		var m fenceMarker
-		if err := json.Unmarshal(b, &m); err != nil {
-			return out, fmt.Errorf("%s: %w", de.Name(), err)
-		}
-		out = append(out, m)
-	}
-	return out, nil
+	return listRoleState[fenceMarker](state, ".fence")
 }
 
 // resolveFences finishes every fence cut short (see fenceMarker).
 func (w *roleSwitch) resolveFences(ctx context.Context) {
-	ents, err := os.ReadDir(w.dir())
-	if err != nil {
-		return
+	if w.fenceRetry == nil {
+		w.fenceRetry = map[string]fenceBackoff{}
 	}
-	for _, de := range ents {
-		name, ok := strings.CutSuffix(de.Name(), ".fence")
-		if !ok {
-			continue
-		}
-		account, err := url.PathUnescape(name)
-		if err != nil {
-			continue
-		}
+	accounts, _ := roleStateAccounts(w.dir(), ".fence")
+	for _, account := range accounts {
 		m, err := w.readFence(account)
 		if err != nil || m == nil {
 			if err != nil {
-				w.log.Error("fencing: unreadable fence marker (left for the admin)", "file", de.Name(), "err", err)
+				w.log.Error("fencing: unreadable fence marker (left for the admin)", "account", account, "err", err)
 			}
 			continue
-		}
-		if w.fenceRetry == nil {
-			w.fenceRetry = map[string]fenceBackoff{}
 		}
 		if time.Now().Before(w.fenceRetry[account].at) {
 			continue

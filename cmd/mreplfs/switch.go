@@ -106,18 +106,67 @@ func (w *roleSwitch) preparePath(account string) string {
 }
 
 func (w *roleSwitch) readPrepare(account string) (*prepareFile, error) {
-	b, err := os.ReadFile(w.preparePath(account))
+	return readRoleState[prepareFile](w.preparePath(account))
+}
+
+// readRoleState reads one JSON file of STATE/roles (nil, nil: there is none).
+func readRoleState[T any](path string) (*T, error) {
+	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var p prepareFile
-	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, fmt.Errorf("prepare file of %s: %w", account, err)
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
 	}
-	return &p, nil
+	return &v, nil
+}
+
+// roleStateAccounts lists the accounts that have a STATE/roles/ACCOUNT+suffix
+// file.
+func roleStateAccounts(dir, suffix string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, de := range ents {
+		name, ok := strings.CutSuffix(de.Name(), suffix)
+		if !ok {
+			continue
+		}
+		if account, err := url.PathUnescape(name); err == nil {
+			out = append(out, account)
+		}
+	}
+	return out, nil
+}
+
+// listRoleState reads every STATE/roles/*suffix file; the first error is
+// returned with what could be read.
+func listRoleState[T any](state, suffix string) ([]T, error) {
+	dir := filepath.Join(state, "roles")
+	accounts, err := roleStateAccounts(dir, suffix)
+	var out []T
+	for _, a := range accounts {
+		v, rerr := readRoleState[T](filepath.Join(dir, url.PathEscape(a)+suffix))
+		if rerr != nil {
+			if err == nil {
+				err = rerr
+			}
+			continue
+		}
+		if v != nil {
+			out = append(out, *v)
+		}
+	}
+	return out, err
 }
 
 func (w *roleSwitch) writePrepare(p *prepareFile) error {
@@ -574,19 +623,8 @@ func (w *roleSwitch) resolveLoop(ctx context.Context, dial func(ctx context.Cont
 
 // resolve settles every prepare file by the higher epoch (see the top).
 func (w *roleSwitch) resolve(ctx context.Context, dial func(ctx context.Context, addr string) (*peer.AdminClient, error)) {
-	ents, err := os.ReadDir(w.dir())
-	if err != nil {
-		return
-	}
-	for _, de := range ents {
-		name, isPrep := strings.CutSuffix(de.Name(), ".prepare")
-		if !isPrep {
-			continue
-		}
-		account, err := url.PathUnescape(name)
-		if err != nil {
-			continue
-		}
+	accounts, _ := roleStateAccounts(w.dir(), ".prepare")
+	for _, account := range accounts {
 		w.resolveOne(ctx, account, dial)
 	}
 }
@@ -707,26 +745,5 @@ func (w *roleSwitch) stale(ctx context.Context, account string, epoch, applied u
 
 // listPrepared reads the prepare files under state/roles.
 func listPrepared(state string) ([]prepareFile, error) {
-	ents, err := os.ReadDir(filepath.Join(state, "roles"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out []prepareFile
-	for _, de := range ents {
-		if !strings.HasSuffix(de.Name(), ".prepare") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(state, "roles", de.Name()))
-		if err != nil {
-			continue
-		}
-		var p prepareFile
-		if json.Unmarshal(b, &p) == nil {
-			out = append(out, p)
-		}
-	}
-	return out, nil
+	return listRoleState[prepareFile](state, ".prepare")
 }
